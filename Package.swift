@@ -1,0 +1,81 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let grpc: [Target.Dependency] = [
+    .product(name: "GRPCCore", package: "grpc-swift-2"),
+    .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+    .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+    .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+]
+
+let package = Package(
+    name: "dtc",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "dtc-node", targets: ["dtc-node"]),
+        .executable(name: "dtc-rm", targets: ["dtc-rm"]),
+        .executable(name: "dtc", targets: ["dtc"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/grpc/grpc-swift-2.git", from: "2.4.3"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", from: "2.9.2"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+    ],
+    targets: [
+        // Pure protocol: no I/O, no clock, no randomness (shared/DESIGN.md, "Code layout").
+        .target(
+            name: "DTCCore",
+            dependencies: [.product(name: "DequeModule", package: "swift-collections")]
+        ),
+        .systemLibrary(name: "CLMDB", providers: [.apt(["liblmdb-dev"])]),
+        .target(name: "DTCStorage", dependencies: ["CLMDB"]),
+        .target(name: "DTCWire", dependencies: ["DTCCore"] + grpc),
+        .target(
+            name: "DTCClient",
+            dependencies: ["DTCCore", "DTCWire"] + grpc
+        ),
+        .target(
+            name: "DTCNode",
+            dependencies: [
+                "DTCCore", "DTCStorage", "DTCWire", "DTCClient",
+                .product(name: "Logging", package: "swift-log"),
+            ] + grpc
+        ),
+        .target(
+            name: "DTCResourceManager",
+            dependencies: [
+                "DTCCore", "DTCStorage", "DTCWire", "DTCClient",
+                .product(name: "Logging", package: "swift-log"),
+            ] + grpc
+        ),
+        .executableTarget(
+            name: "dtc-node",
+            dependencies: [
+                "DTCNode", "DTCClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(
+            name: "dtc-rm",
+            dependencies: [
+                "DTCResourceManager", "DTCClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(
+            name: "dtc",
+            dependencies: [
+                "DTCClient", "DTCCore", "DTCWire",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ] + grpc
+        ),
+        .testTarget(name: "DTCCoreTests", dependencies: ["DTCCore"]),
+        .testTarget(name: "DTCStorageTests", dependencies: ["DTCStorage"]),
+    ]
+)

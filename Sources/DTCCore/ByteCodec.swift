@@ -1,0 +1,121 @@
+/// A small binary codec for durable records: fixed-width big-endian integers and
+/// length-prefixed strings. Pure, so the core can define its own record formats.
+public struct ByteWriter: Sendable {
+    public private(set) var bytes: [UInt8] = []
+
+    public init() {}
+
+    public mutating func write(_ value: UInt8) { bytes.append(value) }
+
+    public mutating func write(_ value: UInt32) {
+        for shift in stride(from: 24, through: 0, by: -8) { bytes.append(UInt8(truncatingIfNeeded: value >> UInt32(shift))) }
+    }
+
+    public mutating func write(_ value: UInt64) {
+        for shift in stride(from: 56, through: 0, by: -8) { bytes.append(UInt8(truncatingIfNeeded: value >> UInt64(shift))) }
+    }
+
+    public mutating func write(_ value: Int64) { write(UInt64(bitPattern: value)) }
+
+    public mutating func write(_ value: Bool) { write(value ? UInt8(1) : UInt8(0)) }
+
+    public mutating func write(_ value: String) {
+        let utf8 = Array(value.utf8)
+        write(UInt32(utf8.count))
+        bytes.append(contentsOf: utf8)
+    }
+}
+
+public enum DecodingError: Error, Equatable, Sendable {
+    case truncated(at: Int)
+    case badTag(UInt8, at: Int)
+    case badString(at: Int)
+}
+
+public struct ByteReader: Sendable {
+    private let bytes: [UInt8]
+    public private(set) var offset = 0
+
+    public init(_ bytes: [UInt8]) { self.bytes = bytes }
+
+    public var isAtEnd: Bool { offset == bytes.count }
+
+    public mutating func readByte() throws(DecodingError) -> UInt8 {
+        guard offset < bytes.count else { throw .truncated(at: offset) }
+        defer { offset += 1 }
+        return bytes[offset]
+    }
+
+    public mutating func readUInt32() throws(DecodingError) -> UInt32 {
+        var value: UInt32 = 0
+        for _ in 0..<4 { value = value << 8 | UInt32(try readByte()) }
+        return value
+    }
+
+    public mutating func readUInt64() throws(DecodingError) -> UInt64 {
+        var value: UInt64 = 0
+        for _ in 0..<8 { value = value << 8 | UInt64(try readByte()) }
+        return value
+    }
+
+    public mutating func readInt64() throws(DecodingError) -> Int64 { Int64(bitPattern: try readUInt64()) }
+
+    public mutating func readBool() throws(DecodingError) -> Bool { try readByte() != 0 }
+
+    public mutating func readString() throws(DecodingError) -> String {
+        let start = offset
+        let count = Int(try readUInt32())
+        guard count <= bytes.count - offset else { throw .truncated(at: start) }
+        defer { offset += count }
+        guard let text = String(validating: bytes[offset..<offset + count], as: UTF8.self) else {
+            throw .badString(at: start)
+        }
+        return text
+    }
+}
+
+extension ByteWriter {
+    public mutating func write(_ epoch: Epoch) {
+        write(epoch.counter)
+        write(epoch.node)
+    }
+
+    public mutating func write(_ op: Operation) {
+        switch op {
+        case .reserve(let orderID, let sku, let qty):
+            write(UInt8(1)); write(orderID); write(sku); write(qty)
+        case .createOrder(let orderID, let userID, let sku, let qty, let amount):
+            write(UInt8(2)); write(orderID); write(userID); write(sku); write(qty); write(amount)
+        case .debit(let orderID, let userID, let amount):
+            write(UInt8(3)); write(orderID); write(userID); write(amount)
+        }
+    }
+
+    public mutating func write(_ branch: Branch) {
+        write(branch.rm)
+        write(branch.op)
+    }
+}
+
+extension ByteReader {
+    public mutating func readEpoch() throws(DecodingError) -> Epoch {
+        Epoch(counter: try readUInt64(), node: try readUInt32())
+    }
+
+    public mutating func readOperation() throws(DecodingError) -> Operation {
+        let at = offset
+        switch try readByte() {
+        case 1: return .reserve(orderID: try readString(), sku: try readString(), qty: try readInt64())
+        case 2:
+            return .createOrder(
+                orderID: try readString(), userID: try readString(), sku: try readString(),
+                qty: try readInt64(), amount: try readInt64())
+        case 3: return .debit(orderID: try readString(), userID: try readString(), amount: try readInt64())
+        case let tag: throw .badTag(tag, at: at)
+        }
+    }
+
+    public mutating func readBranch() throws(DecodingError) -> Branch {
+        Branch(rm: try readString(), op: try readOperation())
+    }
+}

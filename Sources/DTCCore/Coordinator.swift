@@ -1,0 +1,386 @@
+import DequeModule
+
+/// What the shell must do after one step of the coordinator, in this order: append the records
+/// (and fsync them if `mustSync`), then send `messagesAfterAppend` and `replies`. The shell
+/// releases those only once every record appended so far is durable, so a COMMIT never reaches
+/// an RM or a client before its record is on disk. `messagesNow` depend on nothing unsynced.
+public struct CoordinatorOutput: Equatable, Sendable {
+    public var recordsToAppend: [PartitionRecord] = []
+    public var mustSync = false
+    public var messagesAfterAppend: [Envelope] = []
+    public var messagesNow: [Envelope] = []
+    public var replies: [ClientReply] = []
+
+    public init() {}
+
+    public var isEmpty: Bool { self == CoordinatorOutput() }
+
+    mutating func merge(_ other: CoordinatorOutput) {
+        recordsToAppend += other.recordsToAppend
+        mustSync = mustSync || other.mustSync
+        messagesAfterAppend += other.messagesAfterAppend
+        messagesNow += other.messagesNow
+        replies += other.replies
+    }
+}
+
+/// One branch as the coordinator sees it (for `GetTxn`).
+public enum BranchProgress: Hashable, Sendable {
+    case awaitingVote
+    case votedYes
+    case votedNo(reason: String)
+    case awaitingAck(Outcome)
+    case acknowledged(Outcome)
+}
+
+public struct TxnSnapshot: Hashable, Sendable {
+    public var txnID: TxnID
+    public var partition: UInt32
+    public var status: TxnStatus
+    public var stamp: StartStamp
+    public var epoch: Epoch
+    public var branches: [(rm: String, progress: BranchProgress)]
+
+    public static func == (lhs: TxnSnapshot, rhs: TxnSnapshot) -> Bool {
+        lhs.txnID == rhs.txnID && lhs.status == rhs.status && lhs.branches.map(\.rm) == rhs.branches.map(\.rm)
+            && lhs.branches.map(\.progress) == rhs.branches.map(\.progress)
+    }
+
+    public func hash(into hasher: inout Hasher) { hasher.combine(txnID) }
+}
+
+public enum SubmitResult: Equatable, Sendable {
+    case accepted(CoordinatorOutput)
+    /// `inFlightTxnsMax` reached: the client should back off and retry with the same txnID.
+    case overloaded(inFlight: Int)
+}
+
+/// The coordinator of the partitions one node leads: 2PC with presumed abort.
+/// Event in, actions out; time arrives as a tick count in milliseconds.
+public struct Coordinator: Sendable {
+    public let node: String
+    public let nodeIndex: UInt32
+    public let limits: Limits
+    public private(set) var epochs: [UInt32: Epoch]
+    public private(set) var counters = Counters()
+
+    private var active: [TxnID: ActiveTxn] = [:]
+    private var finished: [TxnID: FinishedTxn] = [:]
+    private var finishedOrder = Deque<TxnID>()
+    private var lastStampLocal: UInt64 = 0
+
+    public struct Counters: Equatable, Sendable {
+        public var committed: UInt64 = 0
+        public var aborted: UInt64 = 0
+        public var recovered: UInt64 = 0
+    }
+
+    private struct ActiveTxn: Sendable {
+        var partition: UInt32
+        var stamp: StartStamp
+        var branches: [Branch]
+        var phase: Phase
+    }
+
+    private enum Phase: Sendable {
+        case preparing(votes: [String: Vote], deadline: UInt64)
+        case deciding(outcome: Outcome, reason: String, pendingAcks: Set<String>, nextRetry: UInt64, retryDelay: UInt64)
+    }
+
+    private struct FinishedTxn: Sendable {
+        var partition: UInt32
+        var outcome: Outcome
+        var reason: String
+        var stamp: StartStamp
+        var rms: [String]
+    }
+
+    /// `epochs` are the partitions this node leads and the epoch it holds for each.
+    public init(node: String, nodeIndex: UInt32, epochs: [UInt32: Epoch], limits: Limits = .standard) {
+        precondition(nodeIndex < 16, "nodeIndex \(nodeIndex) does not fit the start stamp's 4 bits")
+        self.node = node
+        self.nodeIndex = nodeIndex
+        self.epochs = epochs
+        self.limits = limits
+    }
+
+    public var inFlightCount: Int { active.count }
+
+    public func inFlightCount(partition: UInt32) -> Int {
+        active.values.reduce(0) { $0 + ($1.partition == partition ? 1 : 0) }
+    }
+
+    public func leads(_ partition: UInt32) -> Bool { epochs[partition] != nil }
+
+    // MARK: - Events
+
+    /// A client submits `txnID`. A known txn answers its current state (idempotent submit).
+    public mutating func submit(_ txnID: TxnID, branches: [Branch], partition: UInt32, now: UInt64) -> SubmitResult {
+        precondition(leads(partition), "submit of \(txnID) to partition \(partition), which \(node) does not lead")
+        if let reply = knownReply(txnID) {
+            var output = CoordinatorOutput()
+            output.replies = reply.map { [$0] } ?? []
+            return .accepted(output)
+        }
+        guard active.count < limits.inFlightTxnsMax else { return .overloaded(inFlight: active.count) }
+        let stamp = nextStamp(now: now)
+        let epoch = epochs[partition]!
+        active[txnID] = ActiveTxn(
+            partition: partition, stamp: stamp, branches: branches,
+            phase: .preparing(votes: [:], deadline: now + limits.prepareTimeout))
+        var output = CoordinatorOutput()
+        output.recordsToAppend = [
+            PartitionRecord(partition: partition, record: .start(txnID: txnID, epoch: epoch, stamp: stamp, branches: branches))
+        ]
+        let sender = Sender(partition: partition, epoch: epoch, node: node)
+        output.messagesNow = branches.map {
+            .prepare(rm: $0.rm, PrepareMessage(txnID: txnID, stamp: stamp, sender: sender, branch: $0))
+        }
+        return .accepted(output)
+    }
+
+    /// An RM's vote. A NO (or an unreachable RM, reported as NO) aborts the txn.
+    public mutating func voteReceived(_ vote: Vote, txn txnID: TxnID, from rm: String, now: UInt64) -> CoordinatorOutput {
+        guard var txn = active[txnID], case .preparing(var votes, let deadline) = txn.phase,
+            txn.branches.contains(where: { $0.rm == rm }), votes[rm] == nil
+        else { return CoordinatorOutput() }
+        votes[rm] = vote
+        txn.phase = .preparing(votes: votes, deadline: deadline)
+        active[txnID] = txn
+        if case .no(let reason) = vote {
+            return decide(txnID, .abort, reason: "\(rm) voted NO: \(reason)", now: now)
+        }
+        if votes.count == txn.branches.count {
+            return decide(txnID, .commit, reason: "", now: now)
+        }
+        return CoordinatorOutput()
+    }
+
+    /// An RM acknowledged the decision. When all have, END is appended (lazily) and the txn
+    /// moves to the finished set, kept for deduplication.
+    public mutating func ackReceived(txn txnID: TxnID, from rm: String) -> CoordinatorOutput {
+        guard var txn = active[txnID],
+            case .deciding(let outcome, let reason, var pending, let nextRetry, let delay) = txn.phase,
+            pending.remove(rm) != nil
+        else { return CoordinatorOutput() }
+        guard pending.isEmpty else {
+            txn.phase = .deciding(outcome: outcome, reason: reason, pendingAcks: pending, nextRetry: nextRetry, retryDelay: delay)
+            active[txnID] = txn
+            return CoordinatorOutput()
+        }
+        active[txnID] = nil
+        remember(txnID, FinishedTxn(partition: txn.partition, outcome: outcome, reason: reason, stamp: txn.stamp, rms: txn.branches.map(\.rm)))
+        var output = CoordinatorOutput()
+        output.recordsToAppend = [PartitionRecord(partition: txn.partition, record: .end(txnID: txnID))]
+        return output
+    }
+
+    /// Time passes: votes that did not come in time count as NO; unacknowledged decisions are
+    /// sent again with capped exponential backoff.
+    public mutating func tick(now: UInt64) -> CoordinatorOutput {
+        var output = CoordinatorOutput()
+        for (txnID, txn) in active.sorted(by: { $0.key < $1.key }) {
+            switch txn.phase {
+            case .preparing(let votes, let deadline):
+                guard now >= deadline else { continue }
+                let missing = txn.branches.map(\.rm).filter { votes[$0] == nil }
+                output.merge(decide(txnID, .abort, reason: "prepare timeout: no vote from \(missing.joined(separator: ", "))", now: now))
+            case .deciding(let outcome, let reason, let pending, let nextRetry, let delay):
+                guard now >= nextRetry else { continue }
+                let nextDelay = min(delay * 2, limits.decisionRetryMax)
+                var updated = txn
+                updated.phase = .deciding(outcome: outcome, reason: reason, pendingAcks: pending, nextRetry: now + nextDelay, retryDelay: nextDelay)
+                active[txnID] = updated
+                output.messagesAfterAppend += decisionMessages(txnID, updated, outcome, to: pending)
+            }
+        }
+        return output
+    }
+
+    /// An RM asks for the outcome of a txn it holds prepared (termination protocol). A txn this
+    /// partition never heard of is aborted first (a durable tombstone), then answered.
+    /// Returns nil while the txn is still preparing: the RM asks again later.
+    public mutating func resolve(_ txnID: TxnID, partition: UInt32) -> CoordinatorOutput? {
+        precondition(leads(partition), "resolve of \(txnID) in partition \(partition), which \(node) does not lead")
+        if let reply = knownReply(txnID) {
+            guard let reply, reply.status != .preparing else { return nil }
+            var output = CoordinatorOutput()
+            output.replies = [reply]
+            return output
+        }
+        let reason = "unknown to the coordinator (presumed abort)"
+        remember(txnID, FinishedTxn(partition: partition, outcome: .abort, reason: reason, stamp: 0, rms: []))
+        counters.aborted += 1
+        var output = CoordinatorOutput()
+        output.recordsToAppend = [
+            PartitionRecord(partition: partition, record: .decision(txnID: txnID, outcome: .abort, reason: reason, epoch: epochs[partition]!))
+        ]
+        output.mustSync = true
+        output.replies = [ClientReply(txnID: txnID, status: .aborted(reason: reason))]
+        return output
+    }
+
+    /// Rebuilds state from the log after a restart: every decided txn without END resumes phase 2,
+    /// every started txn without a decision is aborted (presumed abort).
+    public mutating func recover(_ records: [PartitionRecord], now: UInt64) -> CoordinatorOutput {
+        precondition(active.isEmpty && finished.isEmpty, "recover must run before any other event")
+        let history = RecoveredHistory(records)
+        var output = CoordinatorOutput()
+        for txnID in history.order {
+            output.merge(recoverTxn(txnID, history.txns[txnID]!, now: now))
+        }
+        return output
+    }
+
+    // MARK: - Queries
+
+    public func snapshot(of txnID: TxnID) -> TxnSnapshot? {
+        if let txn = active[txnID] {
+            return TxnSnapshot(
+                txnID: txnID, partition: txn.partition, status: status(of: txn), stamp: txn.stamp,
+                epoch: epochs[txn.partition] ?? .zero, branches: txn.branches.map { ($0.rm, progress(of: $0.rm, in: txn)) })
+        }
+        if let done = finished[txnID] {
+            return TxnSnapshot(
+                txnID: txnID, partition: done.partition, status: status(done.outcome, done.reason), stamp: done.stamp,
+                epoch: epochs[done.partition] ?? .zero, branches: done.rms.map { ($0, .acknowledged(done.outcome)) })
+        }
+        return nil
+    }
+
+    // MARK: - Helpers
+
+    /// nil: unknown. Some(nil): known, nothing to say yet. Some(reply): its state.
+    private func knownReply(_ txnID: TxnID) -> ClientReply?? {
+        if let txn = active[txnID] {
+            let current = status(of: txn)
+            return current == .preparing ? .some(nil) : ClientReply(txnID: txnID, status: current)
+        }
+        if let done = finished[txnID] {
+            return ClientReply(txnID: txnID, status: status(done.outcome, done.reason))
+        }
+        return nil
+    }
+
+    private func status(of txn: ActiveTxn) -> TxnStatus {
+        switch txn.phase {
+        case .preparing: .preparing
+        case .deciding(let outcome, let reason, _, _, _): status(outcome, reason)
+        }
+    }
+
+    private func status(_ outcome: Outcome, _ reason: String) -> TxnStatus {
+        outcome == .commit ? .committed : .aborted(reason: reason)
+    }
+
+    private func progress(of rm: String, in txn: ActiveTxn) -> BranchProgress {
+        switch txn.phase {
+        case .preparing(let votes, _):
+            switch votes[rm] {
+            case nil: .awaitingVote
+            case .yes: .votedYes
+            case .no(let reason): .votedNo(reason: reason)
+            }
+        case .deciding(let outcome, _, let pending, _, _):
+            pending.contains(rm) ? .awaitingAck(outcome) : .acknowledged(outcome)
+        }
+    }
+
+    /// The decision record is forced; COMMITs go out only after it is durable. ROLLBACKs could go
+    /// at once (presumed abort), but the client hears ABORTED only after the record is durable.
+    private mutating func decide(_ txnID: TxnID, _ outcome: Outcome, reason: String, now: UInt64) -> CoordinatorOutput {
+        var txn = active[txnID]!
+        let rms = Set(txn.branches.map(\.rm))
+        txn.phase = .deciding(
+            outcome: outcome, reason: reason, pendingAcks: rms,
+            nextRetry: now + limits.decisionRetryInitial, retryDelay: limits.decisionRetryInitial)
+        active[txnID] = txn
+        if outcome == .commit { counters.committed += 1 } else { counters.aborted += 1 }
+        var output = CoordinatorOutput()
+        output.recordsToAppend = [
+            PartitionRecord(partition: txn.partition, record: .decision(txnID: txnID, outcome: outcome, reason: reason, epoch: epochs[txn.partition]!))
+        ]
+        output.mustSync = true
+        let messages = decisionMessages(txnID, txn, outcome, to: rms)
+        if outcome == .commit { output.messagesAfterAppend = messages } else { output.messagesNow = messages }
+        output.replies = [ClientReply(txnID: txnID, status: status(outcome, reason))]
+        return output
+    }
+
+    private func decisionMessages(_ txnID: TxnID, _ txn: ActiveTxn, _ outcome: Outcome, to rms: Set<String>) -> [Envelope] {
+        let sender = Sender(partition: txn.partition, epoch: epochs[txn.partition]!, node: node)
+        return txn.branches.map(\.rm).filter(rms.contains).map {
+            .decision(rm: $0, DecisionMessage(txnID: txnID, outcome: outcome, sender: sender))
+        }
+    }
+
+    private mutating func recoverTxn(_ txnID: TxnID, _ history: RecoveredHistory.Txn, now: UInt64) -> CoordinatorOutput {
+        if history.isEnded || history.branches.isEmpty {
+            let outcome = history.decision?.outcome ?? .abort
+            remember(txnID, FinishedTxn(partition: history.partition, outcome: outcome, reason: history.decision?.reason ?? "", stamp: history.stamp, rms: history.branches.map(\.rm)))
+            return CoordinatorOutput()
+        }
+        if epochs[history.partition] == nil { epochs[history.partition] = history.epoch }
+        counters.recovered += 1
+        active[txnID] = ActiveTxn(partition: history.partition, stamp: history.stamp, branches: history.branches, phase: .preparing(votes: [:], deadline: now))
+        guard let decision = history.decision else {
+            return decide(txnID, .abort, reason: "coordinator restarted before deciding", now: now)
+        }
+        let rms = Set(history.branches.map(\.rm))
+        var txn = active[txnID]!
+        txn.phase = .deciding(outcome: decision.outcome, reason: decision.reason, pendingAcks: rms, nextRetry: now + limits.decisionRetryInitial, retryDelay: limits.decisionRetryInitial)
+        active[txnID] = txn
+        var output = CoordinatorOutput()
+        output.messagesAfterAppend = decisionMessages(txnID, txn, decision.outcome, to: rms)
+        return output
+    }
+
+    private mutating func remember(_ txnID: TxnID, _ txn: FinishedTxn) {
+        if finished.updateValue(txn, forKey: txnID) == nil { finishedOrder.append(txnID) }
+        while finishedOrder.count > limits.finishedTxnsRetainedMax {
+            finished[finishedOrder.removeFirst()] = nil
+        }
+    }
+
+    /// Stamps increase strictly on each node and carry the node's index, so stamps from
+    /// different nodes never tie: wait-die needs a total order.
+    private mutating func nextStamp(now: UInt64) -> StartStamp {
+        lastStampLocal = max(now << 12, lastStampLocal + 1)
+        return lastStampLocal << 4 | UInt64(nodeIndex)
+    }
+}
+
+/// The log replayed per txn, in first-seen order.
+struct RecoveredHistory {
+    struct Txn {
+        var partition: UInt32
+        var epoch: Epoch = .zero
+        var stamp: StartStamp = 0
+        var branches: [Branch] = []
+        var decision: (outcome: Outcome, reason: String)?
+        var isEnded = false
+    }
+
+    var order: [TxnID] = []
+    var txns: [TxnID: Txn] = [:]
+
+    init(_ records: [PartitionRecord]) {
+        for entry in records {
+            let id = entry.record.txnID
+            if txns[id] == nil {
+                order.append(id)
+                txns[id] = Txn(partition: entry.partition)
+            }
+            switch entry.record {
+            case .start(_, let epoch, let stamp, let branches):
+                txns[id]!.epoch = epoch
+                txns[id]!.stamp = stamp
+                txns[id]!.branches = branches
+            case .decision(_, let outcome, let reason, _):
+                txns[id]!.decision = (outcome, reason)
+            case .end:
+                txns[id]!.isEnded = true
+            }
+        }
+    }
+}

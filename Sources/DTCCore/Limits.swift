@@ -1,0 +1,34 @@
+/// Every bound dtc enforces, in one place (STYLE.md §8). At a limit the answer is an explicit
+/// rejection, never an unbounded queue.
+public struct Limits: Sendable, Equatable {
+    public var txnIDBytesMax = 128
+    public var branchesPerTxnMax = 16
+    public var fieldBytesMax = 256
+    public var inFlightTxnsMax = 20_000
+    public var finishedTxnsRetainedMax = 1_000_000
+    public var quantityMax: Int64 = 1_000_000_000
+    public var amountMax: Int64 = 1_000_000_000_000
+    /// Ticks (milliseconds) a txn may wait for all votes; no vote in time counts as NO.
+    public var prepareTimeout: UInt64 = 2_000
+    /// First retry of an unacknowledged COMMIT/ROLLBACK; doubles up to `decisionRetryMax`.
+    public var decisionRetryInitial: UInt64 = 100
+    public var decisionRetryMax: UInt64 = 2_000
+    /// How long an RM waits for a lock before it votes NO.
+    public var lockWaitTimeout: UInt64 = 500
+    public var locksPerTxnMax = 16
+
+    public init() {}
+
+    public static let standard = Limits()
+
+    /// Checks the limits against each other at start-up.
+    public func validated() throws(ValidationError) -> Limits {
+        guard txnIDBytesMax > 0, branchesPerTxnMax > 0, inFlightTxnsMax > 0 else {
+            throw .invalid(field: "limits", reason: "must be positive")
+        }
+        guard decisionRetryInitial > 0, decisionRetryInitial <= decisionRetryMax else {
+            throw .invalid(field: "limits.decisionRetry", reason: "initial must be in 1...max")
+        }
+        return self
+    }
+}

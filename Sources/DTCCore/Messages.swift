@@ -1,0 +1,143 @@
+/// What a coordinator and an RM say to each other, and what the coordinator logs.
+
+/// The partition, its epoch and its leader: every message to an RM carries it (fencing).
+public struct Sender: Hashable, Sendable {
+    public var partition: UInt32
+    public var epoch: Epoch
+    public var node: String
+
+    public init(partition: UInt32, epoch: Epoch, node: String) {
+        self.partition = partition
+        self.epoch = epoch
+        self.node = node
+    }
+}
+
+public struct PrepareMessage: Hashable, Sendable {
+    public var txnID: TxnID
+    public var stamp: StartStamp
+    public var sender: Sender
+    public var branch: Branch
+
+    public init(txnID: TxnID, stamp: StartStamp, sender: Sender, branch: Branch) {
+        self.txnID = txnID
+        self.stamp = stamp
+        self.sender = sender
+        self.branch = branch
+    }
+}
+
+public enum Outcome: String, Hashable, Sendable {
+    case commit
+    case abort
+}
+
+public struct DecisionMessage: Hashable, Sendable {
+    public var txnID: TxnID
+    public var outcome: Outcome
+    public var sender: Sender
+
+    public init(txnID: TxnID, outcome: Outcome, sender: Sender) {
+        self.txnID = txnID
+        self.outcome = outcome
+        self.sender = sender
+    }
+}
+
+public enum Vote: Hashable, Sendable {
+    case yes
+    case no(reason: String)
+}
+
+/// A message from a coordinator to one RM.
+public enum Envelope: Hashable, Sendable {
+    case prepare(rm: String, PrepareMessage)
+    case decision(rm: String, DecisionMessage)
+
+    public var rm: String {
+        switch self {
+        case .prepare(let rm, _), .decision(let rm, _): rm
+        }
+    }
+}
+
+/// A txn's state as a client sees it.
+public enum TxnStatus: Hashable, Sendable {
+    case preparing
+    case committed
+    case aborted(reason: String)
+}
+
+/// An answer that becomes true once its records are durable.
+public struct ClientReply: Hashable, Sendable {
+    public var txnID: TxnID
+    public var status: TxnStatus
+
+    public init(txnID: TxnID, status: TxnStatus) {
+        self.txnID = txnID
+        self.status = status
+    }
+}
+
+/// A record of a partition's log. START is appended lazily, a DECISION is forced before anyone
+/// learns it, END is lazy (presumed abort: a txn with no COMMIT is aborted).
+public enum LogRecord: Hashable, Sendable {
+    case start(txnID: TxnID, epoch: Epoch, stamp: StartStamp, branches: [Branch])
+    case decision(txnID: TxnID, outcome: Outcome, reason: String, epoch: Epoch)
+    case end(txnID: TxnID)
+
+    public var txnID: TxnID {
+        switch self {
+        case .start(let id, _, _, _), .decision(let id, _, _, _), .end(let id): id
+        }
+    }
+
+    public func encoded() -> [UInt8] {
+        var writer = ByteWriter()
+        switch self {
+        case .start(let txnID, let epoch, let stamp, let branches):
+            writer.write(UInt8(1)); writer.write(txnID.rawValue); writer.write(epoch); writer.write(stamp)
+            writer.write(UInt32(branches.count))
+            for branch in branches { writer.write(branch) }
+        case .decision(let txnID, let outcome, let reason, let epoch):
+            writer.write(UInt8(2)); writer.write(txnID.rawValue); writer.write(outcome == .commit)
+            writer.write(reason); writer.write(epoch)
+        case .end(let txnID):
+            writer.write(UInt8(3)); writer.write(txnID.rawValue)
+        }
+        return writer.bytes
+    }
+
+    public init(decoding bytes: [UInt8]) throws(DecodingError) {
+        var reader = ByteReader(bytes)
+        switch try reader.readByte() {
+        case 1:
+            let id = TxnID(try reader.readString())
+            let epoch = try reader.readEpoch()
+            let stamp = try reader.readUInt64()
+            let count = try reader.readUInt32()
+            var branches: [Branch] = []
+            for _ in 0..<count { branches.append(try reader.readBranch()) }
+            self = .start(txnID: id, epoch: epoch, stamp: stamp, branches: branches)
+        case 2:
+            let id = TxnID(try reader.readString())
+            let outcome: Outcome = try reader.readBool() ? .commit : .abort
+            self = .decision(txnID: id, outcome: outcome, reason: try reader.readString(), epoch: try reader.readEpoch())
+        case 3:
+            self = .end(txnID: TxnID(try reader.readString()))
+        case let tag:
+            throw .badTag(tag, at: 0)
+        }
+    }
+}
+
+/// A log record and the partition whose log it belongs to.
+public struct PartitionRecord: Hashable, Sendable {
+    public var partition: UInt32
+    public var record: LogRecord
+
+    public init(partition: UInt32, record: LogRecord) {
+        self.partition = partition
+        self.record = record
+    }
+}

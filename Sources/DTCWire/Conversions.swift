@@ -1,0 +1,173 @@
+import DTCCore
+
+/// Conversions between the wire types and the core's types. Decoding validates: a message
+/// from the network is untrusted until it has been through here.
+
+extension Branch {
+    public init(wire: Dtc_V1_Branch, field: String) throws(ValidationError) {
+        switch wire.op {
+        case .reserve(let op):
+            self.init(rm: wire.rm, op: .reserve(orderID: op.orderID, sku: op.sku, qty: op.qty))
+        case .createOrder(let op):
+            self.init(rm: wire.rm, op: .createOrder(orderID: op.orderID, userID: op.userID, sku: op.sku, qty: op.qty, amount: op.amount))
+        case .debit(let op):
+            self.init(rm: wire.rm, op: .debit(orderID: op.orderID, userID: op.userID, amount: op.amount))
+        case nil:
+            throw .invalid(field: "\(field).op", reason: "is missing (unknown op)")
+        }
+    }
+
+    public var wire: Dtc_V1_Branch {
+        var branch = Dtc_V1_Branch()
+        branch.rm = rm
+        switch op {
+        case .reserve(let orderID, let sku, let qty):
+            branch.reserve = .with { $0.orderID = orderID; $0.sku = sku; $0.qty = qty }
+        case .createOrder(let orderID, let userID, let sku, let qty, let amount):
+            branch.createOrder = .with {
+                $0.orderID = orderID; $0.userID = userID; $0.sku = sku; $0.qty = qty; $0.amount = amount
+            }
+        case .debit(let orderID, let userID, let amount):
+            branch.debit = .with { $0.orderID = orderID; $0.userID = userID; $0.amount = amount }
+        }
+        return branch
+    }
+}
+
+extension Sender {
+    public init(wire: Dtc_V1_Sender) {
+        self.init(partition: wire.partition, epoch: Epoch(counter: wire.epochCounter, node: wire.epochNode), node: wire.node)
+    }
+
+    public var wire: Dtc_V1_Sender {
+        .with {
+            $0.partition = partition
+            $0.epochCounter = epoch.counter
+            $0.epochNode = epoch.node
+            $0.node = node
+        }
+    }
+}
+
+extension PrepareMessage {
+    public init(wire: Dtc_V1_Prepare) throws(ValidationError) {
+        let id = try TxnID(validating: wire.txnID)
+        let branch = try Branch(wire: wire.branch, field: "branch")
+        try branch.op.validate(limits: .standard, field: "branch")
+        self.init(txnID: id, stamp: wire.startStamp, sender: Sender(wire: wire.sender), branch: branch)
+    }
+
+    public var wire: Dtc_V1_Prepare {
+        .with {
+            $0.txnID = txnID.rawValue
+            $0.startStamp = stamp
+            $0.sender = sender.wire
+            $0.branch = branch.wire
+        }
+    }
+}
+
+extension DecisionMessage {
+    public init(wire: Dtc_V1_Decision) throws(ValidationError) {
+        self.init(txnID: try TxnID(validating: wire.txnID), outcome: wire.commit ? .commit : .abort, sender: Sender(wire: wire.sender))
+    }
+
+    public var wire: Dtc_V1_Decision {
+        .with {
+            $0.txnID = txnID.rawValue
+            $0.commit = outcome == .commit
+            $0.sender = sender.wire
+        }
+    }
+}
+
+extension Vote {
+    public init(wire: Dtc_V1_Vote) {
+        self = wire.yes ? .yes : .no(reason: wire.reason)
+    }
+}
+
+extension VoteReply {
+    public var wire: Dtc_V1_Vote {
+        .with {
+            $0.txnID = txnID.rawValue
+            switch vote {
+            case .yes: $0.yes = true
+            case .no(let reason): $0.reason = reason
+            }
+        }
+    }
+}
+
+extension AckReply {
+    public var wire: Dtc_V1_Ack {
+        .with {
+            $0.txnID = txnID.rawValue
+            $0.accepted = accepted
+            $0.reason = reason
+        }
+    }
+}
+
+extension TxnStatus {
+    public var wireState: Dtc_V1_TxnState {
+        switch self {
+        case .preparing: .preparing
+        case .committed: .committed
+        case .aborted: .aborted
+        }
+    }
+
+    public var reason: String {
+        switch self {
+        case .preparing, .committed: ""
+        case .aborted(let reason): reason
+        }
+    }
+
+    public init?(wire: Dtc_V1_TxnOutcome) {
+        switch wire.state {
+        case .preparing: self = .preparing
+        case .committed: self = .committed
+        case .aborted: self = .aborted(reason: wire.reason)
+        case .unspecified, .UNRECOGNIZED: return nil
+        }
+    }
+}
+
+extension BranchProgress {
+    public var wireState: Dtc_V1_BranchState {
+        switch self {
+        case .awaitingVote: .preparing
+        case .votedYes: .votedYes
+        case .votedNo: .votedNo
+        case .awaitingAck: .deciding
+        case .acknowledged(let outcome): outcome == .commit ? .committed : .rolledBack
+        }
+    }
+}
+
+extension Dtc_V1_TxnState {
+    public var name: String {
+        switch self {
+        case .unspecified, .UNRECOGNIZED: "UNKNOWN"
+        case .preparing: "PREPARING"
+        case .committed: "COMMITTED"
+        case .aborted: "ABORTED"
+        }
+    }
+}
+
+extension Dtc_V1_BranchState {
+    public var name: String {
+        switch self {
+        case .unspecified, .UNRECOGNIZED: "UNKNOWN"
+        case .preparing: "PREPARING"
+        case .votedYes: "VOTED_YES"
+        case .votedNo: "VOTED_NO"
+        case .deciding: "DECIDING"
+        case .committed: "COMMITTED"
+        case .rolledBack: "ROLLED_BACK"
+        }
+    }
+}
