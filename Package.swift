@@ -34,7 +34,7 @@ let package = Package(
         ),
         .systemLibrary(name: "CLMDB", providers: [.apt(["liblmdb-dev"])]),
         .target(name: "DTCStorage", dependencies: ["CLMDB"]),
-        .target(name: "DTCWire", dependencies: ["DTCCore"] + grpc),
+        .target(name: "DTCWire", dependencies: ["DTCCore"] + grpc, exclude: ["Protos"]),
         .target(
             name: "DTCClient",
             dependencies: ["DTCCore", "DTCWire"] + grpc

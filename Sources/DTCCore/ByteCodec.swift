@@ -26,7 +26,7 @@ public struct ByteWriter: Sendable {
     }
 }
 
-public enum DecodingError: Error, Equatable, Sendable {
+public enum RecordDecodingError: Error, Equatable, Sendable {
     case truncated(at: Int)
     case badTag(UInt8, at: Int)
     case badString(at: Int)
@@ -40,29 +40,29 @@ public struct ByteReader: Sendable {
 
     public var isAtEnd: Bool { offset == bytes.count }
 
-    public mutating func readByte() throws(DecodingError) -> UInt8 {
+    public mutating func readByte() throws(RecordDecodingError) -> UInt8 {
         guard offset < bytes.count else { throw .truncated(at: offset) }
         defer { offset += 1 }
         return bytes[offset]
     }
 
-    public mutating func readUInt32() throws(DecodingError) -> UInt32 {
+    public mutating func readUInt32() throws(RecordDecodingError) -> UInt32 {
         var value: UInt32 = 0
         for _ in 0..<4 { value = value << 8 | UInt32(try readByte()) }
         return value
     }
 
-    public mutating func readUInt64() throws(DecodingError) -> UInt64 {
+    public mutating func readUInt64() throws(RecordDecodingError) -> UInt64 {
         var value: UInt64 = 0
         for _ in 0..<8 { value = value << 8 | UInt64(try readByte()) }
         return value
     }
 
-    public mutating func readInt64() throws(DecodingError) -> Int64 { Int64(bitPattern: try readUInt64()) }
+    public mutating func readInt64() throws(RecordDecodingError) -> Int64 { Int64(bitPattern: try readUInt64()) }
 
-    public mutating func readBool() throws(DecodingError) -> Bool { try readByte() != 0 }
+    public mutating func readBool() throws(RecordDecodingError) -> Bool { try readByte() != 0 }
 
-    public mutating func readString() throws(DecodingError) -> String {
+    public mutating func readString() throws(RecordDecodingError) -> String {
         let start = offset
         let count = Int(try readUInt32())
         guard count <= bytes.count - offset else { throw .truncated(at: start) }
@@ -98,11 +98,11 @@ extension ByteWriter {
 }
 
 extension ByteReader {
-    public mutating func readEpoch() throws(DecodingError) -> Epoch {
+    public mutating func readEpoch() throws(RecordDecodingError) -> Epoch {
         Epoch(counter: try readUInt64(), node: try readUInt32())
     }
 
-    public mutating func readOperation() throws(DecodingError) -> Operation {
+    public mutating func readOperation() throws(RecordDecodingError) -> Operation {
         let at = offset
         switch try readByte() {
         case 1: return .reserve(orderID: try readString(), sku: try readString(), qty: try readInt64())
@@ -115,7 +115,7 @@ extension ByteReader {
         }
     }
 
-    public mutating func readBranch() throws(DecodingError) -> Branch {
+    public mutating func readBranch() throws(RecordDecodingError) -> Branch {
         Branch(rm: try readString(), op: try readOperation())
     }
 }

@@ -15,7 +15,7 @@ public struct CoordinatorOutput: Equatable, Sendable {
 
     public var isEmpty: Bool { self == CoordinatorOutput() }
 
-    mutating func merge(_ other: CoordinatorOutput) {
+    public mutating func merge(_ other: CoordinatorOutput) {
         recordsToAppend += other.recordsToAppend
         mustSync = mustSync || other.mustSync
         messagesAfterAppend += other.messagesAfterAppend

@@ -84,7 +84,7 @@ public struct PartitionMap: Sendable, Equatable {
         let ring = HashRing(nodes: nodes, virtualNodes: virtualNodes)
         self.ring = ring
         self.groups = (0..<partitionCount).map { partition in
-            ring.successors(of: stableHash("partition-\(partition)"), count: replicationFactor)
+            ring.successors(of: UInt64(partition) &* (UInt64.max / UInt64(partitionCount)), count: replicationFactor)
         }
     }
 

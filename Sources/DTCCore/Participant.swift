@@ -29,7 +29,7 @@ public struct PreparedTxn: Hashable, Sendable {
         return writer.bytes
     }
 
-    public init(decoding bytes: [UInt8]) throws(DecodingError) {
+    public init(decoding bytes: [UInt8]) throws(RecordDecodingError) {
         var reader = ByteReader(bytes)
         txnID = TxnID(try reader.readString())
         stamp = try reader.readUInt64()
@@ -56,6 +56,11 @@ public enum ParticipantRecord: Hashable, Sendable {
 public struct VoteReply: Hashable, Sendable {
     public var txnID: TxnID
     public var vote: Vote
+
+    public init(txnID: TxnID, vote: Vote) {
+        self.txnID = txnID
+        self.vote = vote
+    }
 }
 
 public struct AckReply: Hashable, Sendable {
@@ -63,6 +68,12 @@ public struct AckReply: Hashable, Sendable {
     /// False when the RM refused the decision; `reason` says why.
     public var accepted: Bool
     public var reason: String
+
+    public init(txnID: TxnID, accepted: Bool, reason: String) {
+        self.txnID = txnID
+        self.accepted = accepted
+        self.reason = reason
+    }
 }
 
 public struct ParticipantOutput: Equatable, Sendable {
@@ -78,7 +89,7 @@ public struct ParticipantOutput: Equatable, Sendable {
 
     public init() {}
 
-    mutating func merge(_ other: ParticipantOutput) {
+    public mutating func merge(_ other: ParticipantOutput) {
         reads.merge(other.reads) { $1 }
         recordsToPersist += other.recordsToPersist
         votes += other.votes
@@ -145,6 +156,12 @@ public struct Participant: Sendable {
         case .committed: return "committed"
         case .aborted: return "aborted"
         }
+    }
+
+    /// The operation of a txn whose locks are held and whose committed values the shell reads.
+    public func operation(of txnID: TxnID) -> Operation? {
+        guard case .reading(let message) = txns[txnID]?.state else { return nil }
+        return message.branch.op
     }
 
     // MARK: - Events

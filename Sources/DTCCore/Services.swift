@@ -20,7 +20,7 @@ public enum StateValue: Hashable, Sendable {
         return writer.bytes
     }
 
-    public init(decoding bytes: [UInt8]) throws(DecodingError) {
+    public init(decoding bytes: [UInt8]) throws(RecordDecodingError) {
         var reader = ByteReader(bytes)
         switch try reader.readByte() {
         case 1: self = .count(try reader.readInt64())
@@ -101,4 +101,37 @@ public struct PlanRefusal: Error, Hashable, Sendable, ExpressibleByStringLiteral
     public var reason: String
     public init(stringLiteral value: String) { reason = value }
     public init(_ reason: String) { self.reason = reason }
+}
+
+extension StateKey {
+    public static let txnPrefix = "txn/"
+    public static let preparedPrefix = "prep/"
+
+    public static func txn(_ txnID: TxnID) -> String { txnPrefix + txnID.rawValue }
+    public static func prepared(_ txnID: TxnID) -> String { preparedPrefix + txnID.rawValue }
+}
+
+/// An RM's durable record of how a txn ended there, and the epoch that decided it: the
+/// ledger the checker compares across RMs.
+public struct LedgerEntry: Hashable, Sendable {
+    public var outcome: Outcome
+    public var epoch: Epoch
+
+    public init(outcome: Outcome, epoch: Epoch) {
+        self.outcome = outcome
+        self.epoch = epoch
+    }
+
+    public func encoded() -> [UInt8] {
+        var writer = ByteWriter()
+        writer.write(outcome == .commit)
+        writer.write(epoch)
+        return writer.bytes
+    }
+
+    public init(decoding bytes: [UInt8]) throws(RecordDecodingError) {
+        var reader = ByteReader(bytes)
+        outcome = try reader.readBool() ? .commit : .abort
+        epoch = try reader.readEpoch()
+    }
 }

@@ -58,6 +58,23 @@ public final class DurableLog: @unchecked Sendable {
         }
     }
 
+    /// Queues the records at once, in call order, and calls `onDurable` once they are fsynced
+    /// (or with the error if their group failed). For callers that must not suspend between
+    /// deciding on a record and queueing it, such as an actor applying a state machine's output.
+    public func append(
+        _ records: [(partition: UInt32, payload: [UInt8])],
+        onDurable: @escaping @Sendable (Result<Void, any Error>) -> Void
+    ) {
+        queue(records) { body in
+            committer.submit(GroupCommitter.Work(
+                apply: { transaction in
+                    try body(transaction)
+                    return { onDurable(.success(())) }
+                },
+                fail: { onDurable(.failure($0)) }))
+        }
+    }
+
     /// Every record of `partition` in sequence order, checksums verified.
     public func entries(partition: UInt32) throws -> [LogEntry] {
         try environment.read { try $0.scan(log, prefix: Self.bytes(partition)) }.map(Self.entry)

@@ -59,6 +59,19 @@ public final class GroupCommitter: @unchecked Sendable {
             }))
     }
 
+    /// Queues `body` at once and calls `onDurable` after its group is fsynced (or failed).
+    public func enqueue(
+        _ body: @escaping @Sendable (WriteTransaction) throws -> Void,
+        onDurable: @escaping @Sendable (Result<Void, any Error>) -> Void
+    ) {
+        submit(Work(
+            apply: { transaction in
+                try body(transaction)
+                return { onDurable(.success(())) }
+            },
+            fail: { onDurable(.failure($0)) }))
+    }
+
     /// Number of LMDB write transactions this committer has committed (= fsyncs).
     public var syncCount: UInt64 {
         condition.withLock { committedGroups }

@@ -1,0 +1,143 @@
+import DTCCore
+import Foundation
+
+/// The cluster as `cluster.json` describes it: nodes, RMs, partitioning, seed data and timing.
+/// Scripts, the CLI and every process read the same file.
+public struct ClusterConfig: Codable, Sendable {
+    public struct Process: Codable, Sendable {
+        public var name: String
+        public var host: String
+        public var port: Int
+        public var dataDir: String
+        /// RMs only: the service this RM runs.
+        public var service: ServiceKind?
+
+        public var address: String { "\(host):\(port)" }
+    }
+
+    public struct Seed: Codable, Sendable {
+        public var skus: Int
+        public var unitsPerSku: Int64
+        public var users: Int
+        public var centsPerUser: Int64
+    }
+
+    public struct Timing: Codable, Sendable {
+        public var tickMs: Int
+        public var prepareTimeoutMs: Int
+        public var lockWaitTimeoutMs: Int
+        public var decisionRetryInitialMs: Int
+        public var decisionRetryMaxMs: Int
+        /// An RM asks the coordinator for the outcome of a txn prepared this long.
+        public var inquiryAfterMs: Int
+        public var rpcTimeoutMs: Int
+    }
+
+    public var partitions: Int
+    public var replicationFactor: Int
+    public var virtualNodes: Int
+    public var nodes: [Process]
+    public var rms: [Process]
+    public var seed: Seed
+    public var timing: Timing
+
+    /// The directory the file was read from; relative data directories are resolved against it.
+    public var baseDirectory = "."
+
+    private enum CodingKeys: String, CodingKey {
+        case partitions, replicationFactor, virtualNodes, nodes, rms, seed, timing
+    }
+
+    /// Reads and checks `path`; every problem is one readable line.
+    public static func load(path: String) throws(ConfigError) -> ClusterConfig {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigError("cannot read cluster config '\(path)': no such file or not readable")
+        }
+        var config: ClusterConfig
+        do {
+            config = try JSONDecoder().decode(ClusterConfig.self, from: data)
+        } catch let error as DecodingError {
+            throw ConfigError("malformed cluster config '\(path)': \(describe(error))")
+        } catch {
+            throw ConfigError("malformed cluster config '\(path)': \(error)")
+        }
+        config.baseDirectory = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        try config.check(path)
+        return config
+    }
+
+    public var partitionMap: PartitionMap {
+        PartitionMap(nodes: nodes.map(\.name), partitionCount: UInt32(partitions), replicationFactor: replicationFactor, virtualNodes: virtualNodes)
+    }
+
+    public func node(named name: String) -> Process? { nodes.first { $0.name == name } }
+    public func rm(named name: String) -> Process? { rms.first { $0.name == name } }
+
+    /// Position of the node in the list, used in start stamps and epochs.
+    public func nodeIndex(of name: String) -> Int? { nodes.firstIndex { $0.name == name } }
+
+    /// Each RM's name and the service it runs.
+    public var services: [String: ServiceKind] {
+        Dictionary(uniqueKeysWithValues: rms.compactMap { rm in rm.service.map { (rm.name, $0) } })
+    }
+
+    /// The RM that runs `service` (the CLI's orders touch one RM of each service).
+    public func rm(for service: ServiceKind) -> Process? { rms.first { $0.service == service } }
+
+    public func dataDirectory(of process: Process) -> String {
+        process.dataDir.hasPrefix("/") ? process.dataDir : baseDirectory + "/" + process.dataDir
+    }
+
+    public var limits: Limits {
+        var limits = Limits()
+        limits.prepareTimeout = UInt64(timing.prepareTimeoutMs)
+        limits.lockWaitTimeout = UInt64(timing.lockWaitTimeoutMs)
+        limits.decisionRetryInitial = UInt64(timing.decisionRetryInitialMs)
+        limits.decisionRetryMax = UInt64(timing.decisionRetryMaxMs)
+        return limits
+    }
+
+    private func check(_ path: String) throws(ConfigError) {
+        func fail(_ message: String) -> ConfigError { ConfigError("invalid cluster config '\(path)': \(message)") }
+        guard !nodes.isEmpty else { throw fail("no nodes") }
+        guard nodes.count <= 16 else { throw fail("\(nodes.count) nodes, at most 16 are supported") }
+        guard partitions > 0, partitions <= 65_536 else { throw fail("partitions must be in 1...65536") }
+        guard replicationFactor >= 1, replicationFactor <= nodes.count else {
+            throw fail("replicationFactor \(replicationFactor) must be in 1...\(nodes.count) (the node count)")
+        }
+        guard virtualNodes > 0 else { throw fail("virtualNodes must be positive") }
+        let names = nodes.map(\.name) + rms.map(\.name)
+        guard Set(names).count == names.count else { throw fail("process names repeat") }
+        for process in nodes + rms where !(1...65_535).contains(process.port) {
+            throw fail("\(process.name) has port \(process.port), outside 1...65535")
+        }
+        for rm in rms where rm.service == nil {
+            throw fail("rm \(rm.name) has no service (inventory, orders or accounts)")
+        }
+        for service in ServiceKind.allCases where rm(for: service) == nil {
+            throw fail("no rm runs the \(service.rawValue) service")
+        }
+        guard timing.tickMs > 0, timing.rpcTimeoutMs > 0 else { throw fail("timing values must be positive") }
+        do { _ = try limits.validated() } catch { throw fail(error.description) }
+    }
+
+    private static func describe(_ error: DecodingError) -> String {
+        switch error {
+        case .keyNotFound(let key, let context): "missing field '\(path(context.codingPath + [key]))'"
+        case .typeMismatch(_, let context), .valueNotFound(_, let context):
+            "wrong type at '\(path(context.codingPath))'"
+        case .dataCorrupted(let context):
+            context.codingPath.isEmpty ? "not valid JSON" : "bad value at '\(path(context.codingPath))'"
+        @unknown default: "\(error)"
+        }
+    }
+
+    private static func path(_ keys: [any CodingKey]) -> String {
+        keys.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined().trimmingCharacters(in: ["."])
+    }
+}
+
+public struct ConfigError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,158 @@
+import DTCCore
+import DTCWire
+import GRPCCore
+
+/// What a client finally learns about a txn.
+public struct SubmitOutcome: Sendable {
+    public var status: TxnStatus
+    public var node: String
+    public var partition: UInt32
+    /// How many times the txn was sent (1 = no retry).
+    public var attempts: Int
+}
+
+public enum RouterError: Error, CustomStringConvertible, Sendable {
+    /// The request itself is wrong; retrying cannot help.
+    case rejected(code: RPCError.Code, message: String)
+    /// The outcome is unknown after every retry (node down, timeouts).
+    case unknownOutcome(lastError: String)
+
+    public var description: String {
+        switch self {
+        case .rejected(let code, let message): "\(code): \(message)"
+        case .unknownOutcome(let lastError): "outcome unknown: \(lastError)"
+        }
+    }
+}
+
+/// Sends client requests to the node that leads a txn's partition, follows redirects and
+/// retries with the same txnID when the outcome is unknown: resubmitting is idempotent, so a
+/// retried order is never applied twice.
+public struct Router: Sendable {
+    public let config: ClusterConfig
+    public let connections: Connections
+    private let map: PartitionMap
+
+    public init(config: ClusterConfig, connections: Connections) {
+        self.config = config
+        self.connections = connections
+        self.map = config.partitionMap
+    }
+
+    public func partition(of txnID: TxnID) -> UInt32 { map.partition(of: txnID) }
+
+    public func homeAddress(of txnID: TxnID) -> String {
+        config.node(named: map.homeLeader(of: partition(of: txnID)))!.address
+    }
+
+    /// Submits until the outcome is known or `retryFor` has passed.
+    public func submit(_ txnID: TxnID, branches: [Branch], retryFor: Duration = .seconds(60)) async throws(RouterError) -> SubmitOutcome {
+        var request = Dtc_V1_SubmitRequest()
+        request.txnID = txnID.rawValue
+        request.branches = branches.map(\.wire)
+        let result = try await retrying(txnID, for: retryFor) { address -> Answer<Dtc_V1_TxnOutcome> in
+            switch try await connections.coordinator(address).submit(request, options: callOptions).result {
+            case .outcome(let outcome): .value(outcome)
+            case .redirect(let redirect): .redirect(redirect)
+            case nil: .empty
+            }
+        }
+        let outcome = result.value
+        guard let status = TxnStatus(wire: outcome) else {
+            throw .unknownOutcome(lastError: "answer without a state from \(outcome.node)")
+        }
+        return SubmitOutcome(status: status, node: outcome.node, partition: outcome.partition, attempts: result.attempts)
+    }
+
+    public func txn(_ txnID: TxnID) async throws(RouterError) -> Dtc_V1_TxnDetail {
+        var request = Dtc_V1_GetTxnRequest()
+        request.txnID = txnID.rawValue
+        return try await retrying(txnID, for: .seconds(5)) { address -> Answer<Dtc_V1_TxnDetail> in
+            switch try await connections.coordinator(address).getTxn(request, options: callOptions).result {
+            case .txn(let detail): .value(detail)
+            case .redirect(let redirect): .redirect(redirect)
+            case nil: .empty
+            }
+        }.value
+    }
+
+    /// Termination protocol: how `txnID` ended, asked of its partition's leader.
+    public func resolve(_ txnID: TxnID, partition: UInt32) async throws(RouterError) -> TxnStatus {
+        var request = Dtc_V1_ResolveRequest()
+        request.txnID = txnID.rawValue
+        request.partition = partition
+        let outcome = try await retrying(txnID, for: .seconds(2)) { address -> Answer<Dtc_V1_TxnOutcome> in
+            switch try await connections.coordinator(address).resolve(request, options: callOptions).result {
+            case .outcome(let outcome): .value(outcome)
+            case .redirect(let redirect): .redirect(redirect)
+            case nil: .empty
+            }
+        }.value
+        guard let status = TxnStatus(wire: outcome) else { throw .unknownOutcome(lastError: "answer without a state") }
+        return status
+    }
+
+    public func status(ofNode address: String) async throws -> Dtc_V1_StatusResponse {
+        try await connections.coordinator(address).status(Dtc_V1_StatusRequest(), options: callOptions)
+    }
+
+    public var callOptions: CallOptions {
+        var options = CallOptions.defaults
+        options.timeout = .milliseconds(config.timing.rpcTimeoutMs)
+        options.waitForReady = false
+        return options
+    }
+
+    // MARK: - Retry and redirect
+
+    private enum Answer<Value: Sendable>: Sendable {
+        case value(Value)
+        case redirect(Dtc_V1_Redirect)
+        case empty
+    }
+
+    /// Calls the txn's home node, follows redirects, and retries with capped backoff on errors
+    /// that leave the outcome unknown, until `budget` has passed.
+    private func retrying<Value: Sendable>(
+        _ txnID: TxnID, for budget: Duration, _ call: (String) async throws -> Answer<Value>
+    ) async throws(RouterError) -> (value: Value, attempts: Int) {
+        let clock = ContinuousClock()
+        let deadline = clock.now + budget
+        let home = homeAddress(of: txnID)
+        var address = home
+        var attempts = 0
+        var backoff = Duration.milliseconds(25)
+        var lastError = "no attempt made"
+        repeat {
+            attempts += 1
+            do {
+                switch try await call(address) {
+                case .value(let value):
+                    return (value, attempts)
+                case .redirect(let redirect) where redirect.address != address:
+                    address = redirect.address
+                    continue
+                case .redirect(let redirect):
+                    lastError = "\(redirect.node) redirects to itself"
+                case .empty:
+                    lastError = "empty answer from \(address)"
+                }
+            } catch let error as RPCError where !Self.isRetriable(error.code) {
+                throw .rejected(code: error.code, message: error.message)
+            } catch {
+                lastError = "\(address): \(error)"
+                address = home
+            }
+            try? await Task.sleep(for: backoff)
+            backoff = min(backoff * 2, .seconds(1))
+        } while clock.now < deadline
+        throw .unknownOutcome(lastError: lastError)
+    }
+
+    static func isRetriable(_ code: RPCError.Code) -> Bool {
+        switch code {
+        case .unavailable, .deadlineExceeded, .resourceExhausted, .cancelled, .unknown, .aborted, .internalError: true
+        default: false
+        }
+    }
+}

@@ -1,0 +1,98 @@
+import DTCClient
+import DTCCore
+import DTCWire
+import GRPCCore
+
+/// The coordinator's gRPC API. It validates every request before the core sees it: bad input
+/// gets INVALID_ARGUMENT naming the field, and nothing is logged or prepared.
+struct CoordinatorService: Dtc_V1_Coordinator.SimpleServiceProtocol {
+    let runtime: NodeRuntime
+    let services: [String: ServiceKind]
+    let limits: Limits
+
+    func submit(request: Dtc_V1_SubmitRequest, context: ServerContext) async throws -> Dtc_V1_SubmitResponse {
+        let (txnID, branches) = try validated(request)
+        switch await runtime.submit(txnID, branches: branches) {
+        case .status(let status, let partition):
+            return .with { $0.outcome = outcome(txnID, status, partition) }
+        case .redirect(let redirect):
+            return .with { $0.redirect = redirect }
+        case .overloaded(let inFlight):
+            throw RPCError(code: .resourceExhausted, message: "overloaded: \(inFlight) txns in flight; retry with the same txn_id")
+        }
+    }
+
+    func getTxn(request: Dtc_V1_GetTxnRequest, context: ServerContext) async throws -> Dtc_V1_GetTxnResponse {
+        let txnID = try invalidArgument { () throws(ValidationError) in try TxnID(validating: request.txnID, limits: limits) }
+        switch await runtime.txn(txnID) {
+        case .snapshot(let snapshot):
+            return .with { $0.txn = detail(snapshot) }
+        case .redirect(let redirect):
+            return .with { $0.redirect = redirect }
+        case .notFound:
+            throw RPCError(code: .notFound, message: "txn '\(txnID)' is unknown to \(runtime.name) (never submitted, or forgotten after its retention)")
+        }
+    }
+
+    func status(request: Dtc_V1_StatusRequest, context: ServerContext) async throws -> Dtc_V1_StatusResponse {
+        await runtime.status()
+    }
+
+    func resolve(request: Dtc_V1_ResolveRequest, context: ServerContext) async throws -> Dtc_V1_ResolveResponse {
+        let txnID = try invalidArgument { () throws(ValidationError) in try TxnID(validating: request.txnID, limits: limits) }
+        switch await runtime.resolve(txnID, partition: request.partition) {
+        case .status(let status, let partition):
+            return .with { $0.outcome = outcome(txnID, status, partition) }
+        case .redirect(let redirect):
+            return .with { $0.redirect = redirect }
+        case .overloaded:
+            throw RPCError(code: .resourceExhausted, message: "overloaded")
+        }
+    }
+
+    // MARK: - Helpers
+
+    private func validated(_ request: Dtc_V1_SubmitRequest) throws -> (TxnID, [Branch]) {
+        try invalidArgument { () throws(ValidationError) in
+            var branches: [Branch] = []
+            for (index, wire) in request.branches.enumerated() {
+                branches.append(try Branch(wire: wire, field: "branches[\(index)]"))
+            }
+            let txnID = try validateSubmission(txnID: request.txnID, branches: branches, services: services, limits: limits)
+            return (txnID, branches)
+        }
+    }
+
+    private func invalidArgument<T>(_ body: () throws(ValidationError) -> T) throws(RPCError) -> T {
+        do {
+            return try body()
+        } catch {
+            throw RPCError(code: .invalidArgument, message: error.description)
+        }
+    }
+
+    private func outcome(_ txnID: TxnID, _ status: TxnStatus, _ partition: UInt32) -> Dtc_V1_TxnOutcome {
+        .with {
+            $0.txnID = txnID.rawValue
+            $0.state = status.wireState
+            $0.reason = status.reason
+            $0.partition = partition
+            $0.node = runtime.name
+        }
+    }
+
+    private func detail(_ snapshot: TxnSnapshot) -> Dtc_V1_TxnDetail {
+        .with {
+            $0.outcome = outcome(snapshot.txnID, snapshot.status, snapshot.partition)
+            $0.startStamp = snapshot.stamp
+            $0.epochCounter = snapshot.epoch.counter
+            $0.branches = snapshot.branches.map { branch in
+                .with {
+                    $0.rm = branch.rm
+                    $0.state = branch.progress.wireState
+                    if case .votedNo(let reason) = branch.progress { $0.reason = reason }
+                }
+            }
+        }
+    }
+}

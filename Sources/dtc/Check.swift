@@ -1,0 +1,154 @@
+import ArgumentParser
+import DTCClient
+import DTCCore
+import DTCWire
+import GRPCCore
+import Foundation
+
+/// Reads every RM at committed state and checks the business invariants and the atomicity of
+/// every txn across RMs.
+struct Check: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Verifies the invariants across all RMs; exit 1 on any violation.")
+
+    @OptionGroup var cluster: ClusterOptions
+    @Option(help: "Seconds to wait for the cluster to become quiet (no prepared txn, nothing in flight).") var waitQuiet = 30
+    @Option(help: "A history file from `dtc load --history`: also check that what clients were told holds.") var history: String?
+
+    func run() async throws {
+        let config = try cluster.load()
+        let connections = Connections()
+        defer { Task { await connections.close() } }
+        let reader = ClusterReader(config: config, connections: connections)
+        let quiet = await reader.waitUntilQuiet(seconds: waitQuiet)
+        let snapshot: ClusterSnapshot
+        do {
+            snapshot = try await reader.snapshot()
+        } catch {
+            throw CLIFailure.failed("cannot read the RMs: \(error)")
+        }
+        var report = InvariantReport()
+        report.check(snapshot, seed: config.seed, quiet: quiet)
+        if let history { report.checkHistory(try loadHistory(history), snapshot) }
+        report.print()
+        if report.violations > 0 { throw CLIFailure.failed("\(report.violations) invariant(s) violated") }
+    }
+
+    private func loadHistory(_ path: String) throws -> [(String, String)] {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw CLIFailure.usage("cannot read history '\(path)'") }
+        return try text.split(separator: "\n").map { line in
+            guard let data = line.data(using: .utf8),
+                let object = try? JSONSerialization.jsonObject(with: data) as? [String: String],
+                let txn = object["txn"], let told = object["told"]
+            else { throw CLIFailure.usage("malformed history line: \(line)") }
+            return (txn, told)
+        }
+    }
+}
+
+/// Everything the checker reads from the RMs.
+struct ClusterSnapshot {
+    var stock: [String: Int64] = [:]
+    var reservations: [String: (sku: String, qty: Int64)] = [:]
+    var orders: [String: (user: String, sku: String, qty: Int64, amount: Int64)] = [:]
+    var balances: [String: Int64] = [:]
+    var debits: [String: (user: String, amount: Int64)] = [:]
+    /// Per RM: txnID → outcome.
+    var ledgers: [String: [String: Outcome]] = [:]
+    /// Per RM: prepared txnIDs.
+    var prepared: [String: [String]] = [:]
+}
+
+struct ClusterReader {
+    let config: ClusterConfig
+    let connections: Connections
+
+    private var options: CallOptions { Router(config: config, connections: connections).callOptions }
+
+    /// Polls until no RM holds a prepared txn and no node has one in flight, or time is up.
+    func waitUntilQuiet(seconds: Int) async -> Bool {
+        let deadline = ContinuousClock.now + .seconds(seconds)
+        repeat {
+            if await isQuiet() { return true }
+            try? await Task.sleep(for: .milliseconds(200))
+        } while ContinuousClock.now < deadline
+        return false
+    }
+
+    private func isQuiet() async -> Bool {
+        for rm in config.rms {
+            guard let status = try? await connections.resourceManager(rm.address).status(Dtc_V1_RMStatusRequest(), options: options),
+                status.prepared == 0
+            else { return false }
+        }
+        for node in config.nodes {
+            guard let status = try? await connections.coordinator(node.address).status(Dtc_V1_StatusRequest(), options: options),
+                status.inFlight == 0
+            else { return false }
+        }
+        return true
+    }
+
+    func snapshot() async throws -> ClusterSnapshot {
+        var snapshot = ClusterSnapshot()
+        for rm in config.rms {
+            var ledger: [String: Outcome] = [:]
+            for (key, value) in try await scan(rm, prefix: StateKey.txnPrefix) {
+                ledger[String(key.dropFirst(StateKey.txnPrefix.count))] = try LedgerEntry(decoding: value).outcome
+            }
+            snapshot.ledgers[rm.name] = ledger
+            snapshot.prepared[rm.name] = try await scan(rm, prefix: StateKey.preparedPrefix).map { String($0.0.dropFirst(StateKey.preparedPrefix.count)) }
+            switch rm.service! {
+            case .inventory: try await readInventory(rm, into: &snapshot)
+            case .orders: try await readOrders(rm, into: &snapshot)
+            case .accounts: try await readAccounts(rm, into: &snapshot)
+            }
+        }
+        return snapshot
+    }
+
+    private func readInventory(_ rm: ClusterConfig.Process, into snapshot: inout ClusterSnapshot) async throws {
+        for (key, value) in try await scan(rm, prefix: StateKey.stockPrefix) {
+            if case .count(let units) = try StateValue(decoding: value) { snapshot.stock[String(key.dropFirst(StateKey.stockPrefix.count))] = units }
+        }
+        for (key, value) in try await scan(rm, prefix: StateKey.reservationPrefix) {
+            if case .reservation(let sku, let qty) = try StateValue(decoding: value) {
+                snapshot.reservations[String(key.dropFirst(StateKey.reservationPrefix.count))] = (sku, qty)
+            }
+        }
+    }
+
+    private func readOrders(_ rm: ClusterConfig.Process, into snapshot: inout ClusterSnapshot) async throws {
+        for (key, value) in try await scan(rm, prefix: StateKey.orderPrefix) {
+            if case .order(let user, let sku, let qty, let amount) = try StateValue(decoding: value) {
+                snapshot.orders[String(key.dropFirst(StateKey.orderPrefix.count))] = (user, sku, qty, amount)
+            }
+        }
+    }
+
+    private func readAccounts(_ rm: ClusterConfig.Process, into snapshot: inout ClusterSnapshot) async throws {
+        for (key, value) in try await scan(rm, prefix: StateKey.balancePrefix) {
+            if case .count(let cents) = try StateValue(decoding: value) { snapshot.balances[String(key.dropFirst(StateKey.balancePrefix.count))] = cents }
+        }
+        for (key, value) in try await scan(rm, prefix: StateKey.debitPrefix) {
+            if case .debit(let user, let amount) = try StateValue(decoding: value) {
+                snapshot.debits[String(key.dropFirst(StateKey.debitPrefix.count))] = (user, amount)
+            }
+        }
+    }
+
+    /// Every entry under `prefix`, page by page.
+    private func scan(_ rm: ClusterConfig.Process, prefix: String) async throws -> [(String, [UInt8])] {
+        var entries: [(String, [UInt8])] = []
+        var after = ""
+        while true {
+            var request = Dtc_V1_ScanRequest()
+            request.prefix = prefix
+            request.after = after
+            request.limit = 5_000
+            let page = try await connections.resourceManager(rm.address).scan(request, options: options)
+            entries += page.entries.map { ($0.key, [UInt8]($0.value)) }
+            guard page.more, let last = page.entries.last else { return entries }
+            after = last.key
+        }
+    }
+}

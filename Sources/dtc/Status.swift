@@ -1,0 +1,40 @@
+import ArgumentParser
+import DTCClient
+import DTCWire
+import Foundation
+
+struct Status: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Shows every node and RM: partitions led, counts, log sizes.")
+
+    @OptionGroup var cluster: ClusterOptions
+
+    func run() async throws {
+        let config = try cluster.load()
+        let connections = Connections()
+        defer { Task { await connections.close() } }
+        let options = Router(config: config, connections: connections).callOptions
+        print("node  address          state  partitions  in-flight  committed  aborted  recovered  log-records  log-syncs")
+        for node in config.nodes {
+            guard let s = try? await connections.coordinator(node.address).status(Dtc_V1_StatusRequest(), options: options) else {
+                print(pad(node.name, 6) + pad(node.address, 17) + "down")
+                continue
+            }
+            print(pad(node.name, 6) + pad(node.address, 17) + pad("up", 7) + pad("\(s.partitions.count)", 12) + pad("\(s.inFlight)", 11)
+                + pad("\(s.committed)", 11) + pad("\(s.aborted)", 9) + pad("\(s.recovered)", 11) + pad("\(s.logRecords)", 13) + "\(s.logSyncs)")
+        }
+        print("")
+        print("rm         address          state  prepared  committed  aborted  locks  stale-epoch-refusals  syncs")
+        for rm in config.rms {
+            guard let s = try? await connections.resourceManager(rm.address).status(Dtc_V1_RMStatusRequest(), options: options) else {
+                print(pad(rm.name, 11) + pad(rm.address, 17) + "down")
+                continue
+            }
+            print(pad(rm.name, 11) + pad(rm.address, 17) + pad("up", 7) + pad("\(s.prepared)", 10) + pad("\(s.committed)", 11)
+                + pad("\(s.aborted)", 9) + pad("\(s.locksHeld)", 7) + pad("\(s.staleEpochRefusals)", 22) + "\(s.logSyncs)")
+        }
+    }
+
+    private func pad(_ text: String, _ width: Int) -> String {
+        text.count >= width ? text + " " : text + String(repeating: " ", count: width - text.count)
+    }
+}
