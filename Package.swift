@@ -77,5 +77,12 @@ let package = Package(
         ),
         .testTarget(name: "DTCCoreTests", dependencies: ["DTCCore"]),
         .testTarget(name: "DTCStorageTests", dependencies: ["DTCStorage"]),
+        .testTarget(
+            name: "DTCNodeTests",
+            dependencies: [
+                "DTCNode", "DTCClient", "DTCCore", "DTCWire",
+                .product(name: "Logging", package: "swift-log"),
+            ] + grpc
+        ),
     ]
 )

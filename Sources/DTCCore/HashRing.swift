@@ -28,6 +28,8 @@ public struct HashRing: Sendable, Equatable {
     public init(nodes: [String], virtualNodes: Int = 256) {
         precondition(!nodes.isEmpty, "a ring needs at least one node")
         precondition(virtualNodes > 0, "virtualNodes must be positive, got \(virtualNodes)")
+        // `successors` looks for `nodes.count` distinct nodes: a repeated name would loop forever.
+        precondition(Set(nodes).count == nodes.count, "ring nodes must be distinct, got \(nodes)")
         self.nodes = nodes
         var points: [Point] = []
         points.reserveCapacity(nodes.count * virtualNodes)

@@ -131,6 +131,9 @@ public struct Participant: Sendable {
     public private(set) var counters = Counters()
     public private(set) var locks = LockTable()
     private var txns: [TxnID: Txn] = [:]
+    /// Txns that may need `tick`: waiting for locks or prepared. Entries whose txn moved on
+    /// are dropped by the next tick, so `tick` never scans the finished txns.
+    private var watched: Set<TxnID> = []
 
     public init(limits: Limits = .standard, inquiryAfter: UInt64 = 3_000) {
         self.limits = limits
@@ -179,6 +182,7 @@ public struct Participant: Sendable {
             output.reads[id] = keys
         case .waiting:
             txns[id] = Txn(state: .waitingForLocks(message, deadline: now + limits.lockWaitTimeout), epoch: message.sender.epoch)
+            watched.insert(id)
         case .died(let holder):
             output.votes.append(refuse(id, epoch: message.sender.epoch, "wait-die: younger than lock holder \(holder)"))
         }
@@ -208,6 +212,7 @@ public struct Participant: Sendable {
             preconditionFailure("preparedDurable for \(txnID) in state \(stateName(of: txnID) ?? "unknown")")
         }
         txns[txnID]!.state = .prepared(prepared, since: now)
+        watched.insert(txnID)
         var output = ParticipantOutput()
         output.votes.append(VoteReply(txnID: txnID, vote: .yes))
         if let rollback {
@@ -267,16 +272,20 @@ public struct Participant: Sendable {
     /// reported for the termination protocol (and reported again every `inquiryAfter`).
     public mutating func tick(now: UInt64) -> ParticipantOutput {
         var output = ParticipantOutput()
-        for (id, txn) in txns {
+        for id in watched.sorted() {
+            guard let txn = txns[id] else { continue }
             switch txn.state {
             case .waitingForLocks(_, let deadline) where now >= deadline:
                 locks.withdraw(id)
+                watched.remove(id)
                 output.votes.append(refuse(id, epoch: txn.epoch, "lock wait timeout"))
             case .prepared(let prepared, let since) where now >= since + inquiryAfter:
                 txns[id]!.state = .prepared(prepared, since: now)
                 output.inquiries.append(prepared)
-            default:
+            case .waitingForLocks, .prepared:
                 continue
+            case .reading, .persistingPrepared, .applying, .committed, .aborted:
+                watched.remove(id)
             }
         }
         return output
@@ -293,6 +302,7 @@ public struct Participant: Sendable {
             let acquisition = locks.acquire(ServiceLogic.keys(of: txn.op), for: txn.txnID, stamp: txn.stamp)
             precondition(acquisition == .granted, "prepared txns \(txn.txnID) conflict on recovery: \(acquisition)")
             txns[txn.txnID] = Txn(state: .prepared(txn, since: now), epoch: txn.sender.epoch)
+            watched.insert(txn.txnID)
         }
     }
 

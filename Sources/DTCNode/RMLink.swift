@@ -30,7 +30,7 @@ final class RMLink: Sendable {
         var inFlightDecisionBatches = 0
     }
 
-    init(rm: String, address: String, connections: Connections, options: CallOptions, batchMax: Int = 512, inFlightBatchesMax: Int = 2) {
+    init(rm: String, address: String, connections: Connections, options: CallOptions, batchMax: Int = 512, inFlightBatchesMax: Int = 8) {
         self.rm = rm
         self.address = address
         self.connections = connections

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# The cluster test: real processes, real kill -9. Starts a cluster on its own ports and data
+# folder, runs orders at concurrency 16, kills the coordinator that has txns in flight and
+# restarts it, kills the accounts RM and restarts it, then checks that every txn has one
+# outcome everywhere, that what clients were told holds, and the business invariants.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+TXNS="${TXNS:-800}"
+WORK="$(mktemp -d /tmp/dtc-cluster-test.XXXXXX)"
+CONFIG="$WORK/cluster.json"
+export DTC_BUILD="${DTC_BUILD:-debug}"
+
+python3 - "$ROOT/cluster.json" "$CONFIG" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+for i, p in enumerate(c["nodes"] + c["rms"]):
+    p["port"] = 27100 + i
+    p["dataDir"] = "run/data/" + p["name"]
+json.dump(c, open(sys.argv[2], "w"), indent=2)
+PY
+
+cluster() { "$ROOT/scripts/cluster.sh" --config "$CONFIG" "$@"; }
+cleanup() {
+  local code=$?
+  [ -n "${LOAD_PID:-}" ] && kill "$LOAD_PID" 2>/dev/null || true
+  cluster down >/dev/null 2>&1 || true
+  if [ "$code" -ne 0 ]; then
+    say "FAILED; last log lines of each process:"
+    for f in "$WORK"/run/logs/*.log; do echo "--- $f"; tail -n 15 "$f"; done
+  fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+ensure_prerequisites
+find_binaries
+DTC=("$BIN/dtc" --config "$CONFIG")
+
+# Column $2 of process $1 in `dtc status` (e.g. in-flight is column 5 for nodes, prepared 4 for RMs).
+status_field() { "${DTC[@]}" status 2>/dev/null | awk -v n="$1" -v c="$2" '$1 == n && $3 == "up" { print $c }'; }
+
+# Waits (bounded) until process $1's status column $2 is above zero.
+wait_busy() {
+  for _ in $(seq 1 300); do
+    local v; v="$(status_field "$1" "$2")"
+    [ -n "$v" ] && [ "$v" -gt 0 ] && return 0
+    sleep 0.05
+  done
+  die "$1 never had work in flight"
+}
+
+cluster up
+say "load: $TXNS orders at concurrency 16"
+"${DTC[@]}" load --txns "$TXNS" --concurrency 16 --seed 42 --retry-for 120 --json --history "$WORK/history.jsonl" \
+  > "$WORK/load.json" 2> "$WORK/load.err" &
+LOAD_PID=$!
+
+wait_busy n1 5
+say "kill -9 n1 with $(status_field n1 5) txns in flight"
+cluster kill n1
+start=$(date +%s.%N)
+cluster restart n1
+say "n1 serving again $(python3 -c "print(f'{$(date +%s.%N) - $start:.2f}')") s after restart began"
+
+wait_busy accounts 4
+say "kill -9 accounts with $(status_field accounts 4) prepared txns"
+cluster kill accounts
+cluster restart accounts
+
+wait "$LOAD_PID" || die "dtc load failed: $(cat "$WORK/load.err" | tail -n 2)"
+LOAD_PID=""
+cat "$WORK/load.json"
+python3 - "$WORK/load.json" "$TXNS" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1])); n = int(sys.argv[2])
+assert s["committed"] + s["aborted"] + s["unknown"] == n, f"outcomes do not add up to {n}: {s}"
+assert s["unknown"] == 0, f"{s['unknown']} txns ended with an unknown outcome"
+assert s["committed"] > n // 2, f"too few commits: {s['committed']}"
+PY
+
+"${DTC[@]}" check --wait-quiet 60 --history "$WORK/history.jsonl"
+"${DTC[@]}" status
+
+# Bad input: one readable line, exit 2, nothing changes.
+expect_usage_error() {
+  local out code=0
+  out="$("$@" 2>&1)" || code=$?
+  [ "$code" -eq 2 ] || die "expected exit 2 from '$*', got $code: $out"
+  [ "$(printf '%s\n' "$out" | wc -l)" -eq 1 ] || die "expected one line from '$*', got: $out"
+  say "rejected as expected: $out"
+}
+expect_usage_error "${DTC[@]}" order --user user-1 --sku sku-1 --qty 0 --amount 5
+expect_usage_error "${DTC[@]}" order --user user-1 --sku sku-1 --qty 1 --amount 5 --txn "$(printf 'x%.0s' $(seq 1 129))"
+echo '{ "nodes": [' > "$WORK/bad.json"
+expect_usage_error "$BIN/dtc" --config "$WORK/bad.json" status
+expect_usage_error "$BIN/dtc" --config "$WORK/missing.json" status
+"${DTC[@]}" check --wait-quiet 5 >/dev/null
+say "cluster test passed"

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# dtc's test command: installs what is missing, runs the unit tests (swift test), then the
+# cluster test with real processes (scripts/cluster-test.sh).
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+ensure_prerequisites
+say "swift build (debug)"
+swift build --build-tests >&2
+say "swift test"
+swift test --skip-build || die "swift test failed"
+say "cluster test"
+DTC_BUILD=debug "$ROOT/scripts/cluster-test.sh"
+say "all tests passed"
