@@ -29,11 +29,8 @@ public func runNode(config: ClusterConfig, name: String, logger: Logger) async t
     logger.info("\(name): leading \(epochs.count) partitions, log has \(entries.count) records")
 
     let connections = Connections()
-    var options = CallOptions.defaults
-    options.timeout = .milliseconds(config.timing.rpcTimeoutMs)
-    options.waitForReady = false
     let links = Dictionary(uniqueKeysWithValues: config.rms.map {
-        ($0.name, RMLink(rm: $0.name, address: $0.address, connections: connections, options: options))
+        ($0.name, RMLink(rm: $0.name, address: $0.address, connections: connections))
     })
     let coordinator = Coordinator(node: name, nodeIndex: UInt32(index), epochs: epochs, limits: config.limits)
     let runtime = NodeRuntime(name: name, config: config, coordinator: coordinator, log: log, links: links, clock: NodeClock(), logger: logger)
@@ -47,6 +44,9 @@ public func runNode(config: ClusterConfig, name: String, logger: Logger) async t
     try await withThrowingDiscardingTaskGroup { group in
         group.addTask { try await server.serve() }
         group.addTask { try await tickForever(runtime, every: .milliseconds(config.timing.tickMs)) }
+        for link in links.values {
+            group.addTask { await link.run(replies: runtime) }
+        }
         if let address = try await transport.listeningAddress.ipv4 {
             logger.info("\(name): serving on \(address.host):\(address.port)")
         }

@@ -218,7 +218,7 @@ actor NodeRuntime: RMReplyHandler {
             guard let link = links[rm] else {
                 preconditionFailure("no link to RM \(rm); branches are validated against cluster.json")
             }
-            link.send(prepares[rm] ?? [], decisions[rm] ?? [], replies: self)
+            link.send(prepares[rm] ?? [], decisions[rm] ?? [])
         }
     }
 

@@ -10,97 +10,99 @@ protocol RMReplyHandler: Sendable {
     func acksReceived(_ acks: [(TxnID, accepted: Bool, reason: String)], from rm: String) async
 }
 
-/// The node's link to one RM. PREPAREs and decisions are queued and sent as batches, one RPC
-/// for many txns, with a few batches in flight: unary gRPC costs too much CPU per call to send
-/// one per branch. A failed PREPARE batch counts as NO for each of its txns; a failed
-/// decision batch is simply resent by the coordinator's retry timer.
+/// The node's link to one RM: one long-lived bidirectional stream. PREPAREs and decisions
+/// queue up and go out many per message, and votes and acks come back as the RM has them, so
+/// a PREPARE waiting for a lock holds up nobody else. Unary gRPC would cost far more CPU per
+/// txn. If the stream breaks, every PREPARE not yet answered counts as NO (the RM may have
+/// prepared it: the abort's ROLLBACK will reach it); decisions are resent by the coordinator's
+/// retry timer, so none is lost.
 final class RMLink: Sendable {
+    enum Outgoing: Sendable {
+        case prepare(PrepareMessage)
+        case decision(DecisionMessage)
+    }
+
     let rm: String
     private let address: String
     private let connections: Connections
-    private let options: CallOptions
-    private let batchMax: Int
-    private let inFlightBatchesMax: Int
-    private let state = Mutex(Queues())
+    private let outgoing = BatchQueue<Outgoing>()
+    /// PREPAREs sent or queued and not yet answered.
+    private let unanswered = Mutex<Set<TxnID>>([])
 
-    private struct Queues {
-        var prepares: [PrepareMessage] = []
-        var decisions: [DecisionMessage] = []
-        var inFlightPrepareBatches = 0
-        var inFlightDecisionBatches = 0
-    }
-
-    init(rm: String, address: String, connections: Connections, options: CallOptions, batchMax: Int = 512, inFlightBatchesMax: Int = 8) {
+    init(rm: String, address: String, connections: Connections) {
         self.rm = rm
         self.address = address
         self.connections = connections
-        self.options = options
-        self.batchMax = batchMax
-        self.inFlightBatchesMax = inFlightBatchesMax
     }
 
-    func send(_ prepares: [PrepareMessage], _ decisions: [DecisionMessage], replies: any RMReplyHandler) {
-        state.withLock {
-            $0.prepares += prepares
-            $0.decisions += decisions
-        }
-        pump(replies)
+    func send(_ prepares: [PrepareMessage], _ decisions: [DecisionMessage]) {
+        unanswered.withLock { $0.formUnion(prepares.map(\.txnID)) }
+        outgoing.append(contentsOf: prepares.map(Outgoing.prepare) + decisions.map(Outgoing.decision))
     }
 
-    /// Starts batches while there is queued work and room in flight.
-    private func pump(_ replies: any RMReplyHandler) {
-        while let batch = nextPrepareBatch() {
-            Task { await sendPrepares(batch, replies) }
-        }
-        while let batch = nextDecisionBatch() {
-            Task { await sendDecisions(batch, replies) }
+    /// Keeps a stream open to the RM for as long as the task runs, reconnecting with capped
+    /// backoff after a failure.
+    func run(replies: any RMReplyHandler) async {
+        var backoff = Duration.milliseconds(20)
+        while !Task.isCancelled {
+            let failure = await exchange(replies)
+            await failUnanswered(failure, replies)
+            try? await Task.sleep(for: backoff)
+            backoff = min(backoff * 2, .seconds(1))
         }
     }
 
-    private func nextPrepareBatch() -> [PrepareMessage]? {
-        state.withLock { queues in
-            guard !queues.prepares.isEmpty, queues.inFlightPrepareBatches < inFlightBatchesMax else { return nil }
-            let batch = Array(queues.prepares.prefix(batchMax))
-            queues.prepares.removeFirst(batch.count)
-            queues.inFlightPrepareBatches += 1
-            return batch
-        }
-    }
-
-    private func nextDecisionBatch() -> [DecisionMessage]? {
-        state.withLock { queues in
-            guard !queues.decisions.isEmpty, queues.inFlightDecisionBatches < inFlightBatchesMax else { return nil }
-            let batch = Array(queues.decisions.prefix(batchMax))
-            queues.decisions.removeFirst(batch.count)
-            queues.inFlightDecisionBatches += 1
-            return batch
-        }
-    }
-
-    private func sendPrepares(_ batch: [PrepareMessage], _ replies: any RMReplyHandler) async {
-        var request = Dtc_V1_PrepareBatch()
-        request.prepares = batch.map(\.wire)
-        var votes: [(TxnID, Vote)]
+    /// One stream, until it breaks; returns why.
+    private func exchange(_ replies: any RMReplyHandler) async -> String {
+        var options = CallOptions.defaults
+        options.waitForReady = false
         do {
-            let response = try await connections.resourceManager(address).prepare(request, options: options)
-            let byID = Dictionary(response.votes.map { ($0.txnID, Vote(wire: $0)) }, uniquingKeysWith: { first, _ in first })
-            votes = batch.map { ($0.txnID, byID[$0.txnID.rawValue] ?? .no(reason: "\(rm) returned no vote")) }
+            try await connections.resourceManager(address).exchange(options: options) { writer in
+                while let batch = await self.outgoing.next() {
+                    try await writer.write(Self.request(batch))
+                }
+            } onResponse: { response in
+                for try await message in response.messages {
+                    await self.deliver(message, replies)
+                }
+            }
+            return "stream to \(rm) closed"
         } catch {
-            votes = batch.map { ($0.txnID, .no(reason: "\(rm) unreachable: \(Self.short(error))")) }
+            return "\(rm) unreachable: \(Self.short(error))"
         }
-        state.withLock { $0.inFlightPrepareBatches -= 1 }
-        pump(replies)
-        await replies.votesReceived(votes, from: rm)
     }
 
-    private func sendDecisions(_ batch: [DecisionMessage], _ replies: any RMReplyHandler) async {
-        var request = Dtc_V1_DecisionBatch()
-        request.decisions = batch.map(\.wire)
-        let response = try? await connections.resourceManager(address).decide(request, options: options)
-        state.withLock { $0.inFlightDecisionBatches -= 1 }
-        pump(replies)
-        guard let response else { return }
-        await replies.acksReceived(response.acks.map { (TxnID($0.txnID), $0.accepted, $0.reason) }, from: rm)
+    private func deliver(_ message: Dtc_V1_RMResponse, _ replies: any RMReplyHandler) async {
+        if !message.votes.isEmpty {
+            let votes = message.votes.map { (TxnID($0.txnID), Vote(wire: $0)) }
+            unanswered.withLock { $0.subtract(votes.map(\.0)) }
+            await replies.votesReceived(votes, from: rm)
+        }
+        if !message.acks.isEmpty {
+            await replies.acksReceived(message.acks.map { (TxnID($0.txnID), $0.accepted, $0.reason) }, from: rm)
+        }
+    }
+
+    /// Every PREPARE in flight or queued when the stream broke is answered NO.
+    private func failUnanswered(_ reason: String, _ replies: any RMReplyHandler) async {
+        _ = outgoing.removeAll { if case .prepare = $0 { true } else { false } }
+        let lost = unanswered.withLock { unanswered in
+            defer { unanswered.removeAll() }
+            return unanswered
+        }
+        guard !lost.isEmpty else { return }
+        await replies.votesReceived(lost.sorted().map { ($0, .no(reason: reason)) }, from: rm)
+    }
+
+    private static func request(_ batch: [Outgoing]) -> Dtc_V1_RMRequest {
+        var request = Dtc_V1_RMRequest()
+        for item in batch {
+            switch item {
+            case .prepare(let message): request.prepares.append(message.wire)
+            case .decision(let message): request.decisions.append(message.wire)
+            }
+        }
+        return request
     }
 
     static func short(_ error: any Error) -> String {

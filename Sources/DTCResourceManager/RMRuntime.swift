@@ -14,8 +14,8 @@ actor RMRuntime {
     private let store: RMStore
     private let clock: RMClock
     private let logger: Logger
-    private var voteWaiters: [TxnID: [CheckedContinuation<Vote, Never>]] = [:]
-    private var ackWaiters: [TxnID: [CheckedContinuation<AckReply, Never>]] = [:]
+    private var voteWaiters: [TxnID: [ReplySink]] = [:]
+    private var ackWaiters: [TxnID: [ReplySink]] = [:]
     private let inquire: @Sendable (PreparedTxn) async -> Outcome?
 
     init(name: String, service: ServiceKind, participant: Participant, store: RMStore, logger: Logger, inquire: @escaping @Sendable (PreparedTxn) async -> Outcome?) {
@@ -34,20 +34,21 @@ actor RMRuntime {
         logger.info("\(name): reloaded \(prepared.count) prepared txns (locks re-taken), \(finished.count) finished")
     }
 
-    func prepare(_ message: PrepareMessage) async -> Vote {
-        guard message.branch.op.service == service else {
-            return .no(reason: "\(message.branch.op.name) is not an operation of \(name) (\(service.rawValue))")
+    /// Runs a batch from one coordinator; each vote and ack goes to `sink` when the core
+    /// releases it (a YES only after the prepared state is durable).
+    func receive(prepares: [PrepareMessage], decisions: [DecisionMessage], replyTo sink: ReplySink) {
+        let now = clock.now()
+        for message in prepares {
+            guard message.branch.op.service == service else {
+                sink.send(.vote(VoteReply(txnID: message.txnID, vote: .no(reason: "\(message.branch.op.name) is not an operation of \(name) (\(service.rawValue))"))))
+                continue
+            }
+            voteWaiters[message.txnID, default: []].append(sink)
+            apply(participant.prepare(message, now: now))
         }
-        return await withCheckedContinuation { continuation in
-            voteWaiters[message.txnID, default: []].append(continuation)
-            apply(participant.prepare(message, now: clock.now()))
-        }
-    }
-
-    func decide(_ message: DecisionMessage) async -> AckReply {
-        await withCheckedContinuation { continuation in
-            ackWaiters[message.txnID, default: []].append(continuation)
-            apply(participant.decide(message, now: clock.now()))
+        for message in decisions {
+            ackWaiters[message.txnID, default: []].append(sink)
+            apply(participant.decide(message, now: now))
         }
     }
 
@@ -71,11 +72,11 @@ actor RMRuntime {
 
     private func apply(_ output: ParticipantOutput) {
         for vote in output.votes {
-            for waiter in voteWaiters.removeValue(forKey: vote.txnID) ?? [] { waiter.resume(returning: vote.vote) }
+            for sink in voteWaiters.removeValue(forKey: vote.txnID) ?? [] { sink.send(.vote(vote)) }
         }
         for ack in output.acks {
             if !ack.accepted { logger.warning("\(name): refused decision for \(ack.txnID): \(ack.reason)") }
-            for waiter in ackWaiters.removeValue(forKey: ack.txnID) ?? [] { waiter.resume(returning: ack) }
+            for sink in ackWaiters.removeValue(forKey: ack.txnID) ?? [] { sink.send(.ack(ack)) }
         }
         for record in output.recordsToPersist { persist(record) }
         for (txnID, keys) in output.reads.sorted(by: { $0.key < $1.key }) { read(txnID, keys) }
@@ -114,9 +115,23 @@ actor RMRuntime {
         Task {
             guard let outcome = await inquire(prepared) else { return }
             logger.info("\(name): resolved \(prepared.txnID) with the coordinator: \(outcome.rawValue)")
-            _ = await self.decide(DecisionMessage(txnID: prepared.txnID, outcome: outcome, sender: prepared.sender))
+            self.receive(prepares: [], decisions: [DecisionMessage(txnID: prepared.txnID, outcome: outcome, sender: prepared.sender)], replyTo: .discard)
         }
     }
+}
+
+/// Where an RM's replies to one coordinator go: the exchange stream's outgoing queue.
+struct ReplySink: Sendable {
+    enum Reply: Sendable {
+        case vote(VoteReply)
+        case ack(AckReply)
+    }
+
+    let queue: BatchQueue<Reply>?
+
+    static let discard = ReplySink(queue: nil)
+
+    func send(_ reply: Reply) { queue?.append(contentsOf: [reply]) }
 }
 
 struct RMClock: Sendable {

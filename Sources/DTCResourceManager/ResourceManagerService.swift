@@ -1,3 +1,4 @@
+import DTCClient
 import DTCCore
 import DTCWire
 import Foundation
@@ -10,34 +11,44 @@ struct ResourceManagerService: Dtc_V1_ResourceManager.SimpleServiceProtocol {
     let store: RMStore
     static let scanLimitMax = 10_000
 
-    func prepare(request: Dtc_V1_PrepareBatch, context: ServerContext) async throws -> Dtc_V1_VoteBatch {
-        let messages = try request.prepares.enumerated().map { index, wire in
-            try invalidArgument("prepares[\(index)]") { () throws(ValidationError) in try PrepareMessage(wire: wire) }
-        }
-        let votes = await withTaskGroup(of: (Int, Vote).self) { group in
-            for (index, message) in messages.enumerated() {
-                group.addTask { (index, await runtime.prepare(message)) }
+    /// One coordinator's stream: its batches go to the runtime as they arrive; replies gather
+    /// in a queue and go back many per message as they become ready.
+    func exchange(
+        request: RPCAsyncSequence<Dtc_V1_RMRequest, any Error>, response: RPCWriter<Dtc_V1_RMResponse>, context: ServerContext
+    ) async throws {
+        let replies = BatchQueue<ReplySink.Reply>()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                while let batch = await replies.next() { try await response.write(Self.response(batch)) }
             }
-            var votes = [Vote](repeating: .no(reason: "unanswered"), count: messages.count)
-            for await (index, vote) in group { votes[index] = vote }
-            return votes
-        }
-        return .with {
-            $0.votes = zip(messages, votes).map { VoteReply(txnID: $0.txnID, vote: $1).wire }
+            for try await message in request {
+                let (prepares, decisions) = try Self.validated(message)
+                await runtime.receive(prepares: prepares, decisions: decisions, replyTo: ReplySink(queue: replies))
+            }
+            replies.close()
+            try await group.waitForAll()
         }
     }
 
-    func decide(request: Dtc_V1_DecisionBatch, context: ServerContext) async throws -> Dtc_V1_AckBatch {
-        let messages = try request.decisions.enumerated().map { index, wire in
+    private static func validated(_ message: Dtc_V1_RMRequest) throws -> ([PrepareMessage], [DecisionMessage]) {
+        let prepares = try message.prepares.enumerated().map { index, wire in
+            try invalidArgument("prepares[\(index)]") { () throws(ValidationError) in try PrepareMessage(wire: wire) }
+        }
+        let decisions = try message.decisions.enumerated().map { index, wire in
             try invalidArgument("decisions[\(index)]") { () throws(ValidationError) in try DecisionMessage(wire: wire) }
         }
-        let acks = await withTaskGroup(of: AckReply.self) { group in
-            for message in messages { group.addTask { await runtime.decide(message) } }
-            var acks: [AckReply] = []
-            for await ack in group { acks.append(ack) }
-            return acks
+        return (prepares, decisions)
+    }
+
+    private static func response(_ batch: [ReplySink.Reply]) -> Dtc_V1_RMResponse {
+        var response = Dtc_V1_RMResponse()
+        for reply in batch {
+            switch reply {
+            case .vote(let vote): response.votes.append(vote.wire)
+            case .ack(let ack): response.acks.append(ack.wire)
+            }
         }
-        return .with { $0.acks = acks.map(\.wire) }
+        return response
     }
 
     func scan(request: Dtc_V1_ScanRequest, context: ServerContext) async throws -> Dtc_V1_ScanResponse {
@@ -56,7 +67,7 @@ struct ResourceManagerService: Dtc_V1_ResourceManager.SimpleServiceProtocol {
         await runtime.status()
     }
 
-    private func invalidArgument<T>(_ field: String, _ body: () throws(ValidationError) -> T) throws(RPCError) -> T {
+    private static func invalidArgument<T>(_ field: String, _ body: () throws(ValidationError) -> T) throws(RPCError) -> T {
         do {
             return try body()
         } catch {

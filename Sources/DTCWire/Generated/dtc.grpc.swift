@@ -906,30 +906,17 @@ public enum Dtc_V1_ResourceManager: Sendable {
     public static let descriptor = GRPCCore.ServiceDescriptor(fullyQualifiedService: "dtc.v1.ResourceManager")
     /// Namespace for method metadata.
     public enum Method: Sendable {
-        /// Namespace for "Prepare" metadata.
-        public enum Prepare: Sendable {
-            /// Request type for "Prepare".
-            public typealias Input = Dtc_V1_PrepareBatch
-            /// Response type for "Prepare".
-            public typealias Output = Dtc_V1_VoteBatch
-            /// Descriptor for "Prepare".
+        /// Namespace for "Exchange" metadata.
+        public enum Exchange: Sendable {
+            /// Request type for "Exchange".
+            public typealias Input = Dtc_V1_RMRequest
+            /// Response type for "Exchange".
+            public typealias Output = Dtc_V1_RMResponse
+            /// Descriptor for "Exchange".
             public static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "dtc.v1.ResourceManager"),
-                method: "Prepare",
-                type: .unary
-            )
-        }
-        /// Namespace for "Decide" metadata.
-        public enum Decide: Sendable {
-            /// Request type for "Decide".
-            public typealias Input = Dtc_V1_DecisionBatch
-            /// Response type for "Decide".
-            public typealias Output = Dtc_V1_AckBatch
-            /// Descriptor for "Decide".
-            public static let descriptor = GRPCCore.MethodDescriptor(
-                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "dtc.v1.ResourceManager"),
-                method: "Decide",
-                type: .unary
+                method: "Exchange",
+                type: .bidirectionalStreaming
             )
         }
         /// Namespace for "Scan" metadata.
@@ -960,8 +947,7 @@ public enum Dtc_V1_ResourceManager: Sendable {
         }
         /// Descriptors for all methods in the "dtc.v1.ResourceManager" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
-            Prepare.descriptor,
-            Decide.descriptor,
+            Exchange.descriptor,
             Scan.descriptor,
             Status.descriptor
         ]
@@ -990,33 +976,24 @@ extension Dtc_V1_ResourceManager {
     /// Where possible, prefer using the stricter, less-verbose ``ServiceProtocol``
     /// or ``SimpleServiceProtocol`` instead.
     public protocol StreamingServiceProtocol: GRPCCore.RegistrableRPCService {
-        /// Handle the "Prepare" method.
+        /// Handle the "Exchange" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > One long-lived stream per coordinator node: a slow PREPARE (waiting for a lock) never
+        /// > holds up the replies of others, and many txns share each message.
         ///
         /// - Parameters:
-        ///   - request: A streaming request of `Dtc_V1_PrepareBatch` messages.
+        ///   - request: A streaming request of `Dtc_V1_RMRequest` messages.
         ///   - context: Context providing information about the RPC.
         /// - Throws: Any error which occurred during the processing of the request. Thrown errors
         ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
         ///     to an internal error.
-        /// - Returns: A streaming response of `Dtc_V1_VoteBatch` messages.
-        func prepare(
-            request: GRPCCore.StreamingServerRequest<Dtc_V1_PrepareBatch>,
+        /// - Returns: A streaming response of `Dtc_V1_RMResponse` messages.
+        func exchange(
+            request: GRPCCore.StreamingServerRequest<Dtc_V1_RMRequest>,
             context: GRPCCore.ServerContext
-        ) async throws -> GRPCCore.StreamingServerResponse<Dtc_V1_VoteBatch>
-
-        /// Handle the "Decide" method.
-        ///
-        /// - Parameters:
-        ///   - request: A streaming request of `Dtc_V1_DecisionBatch` messages.
-        ///   - context: Context providing information about the RPC.
-        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
-        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
-        ///     to an internal error.
-        /// - Returns: A streaming response of `Dtc_V1_AckBatch` messages.
-        func decide(
-            request: GRPCCore.StreamingServerRequest<Dtc_V1_DecisionBatch>,
-            context: GRPCCore.ServerContext
-        ) async throws -> GRPCCore.StreamingServerResponse<Dtc_V1_AckBatch>
+        ) async throws -> GRPCCore.StreamingServerResponse<Dtc_V1_RMResponse>
 
         /// Handle the "Scan" method.
         ///
@@ -1055,33 +1032,24 @@ extension Dtc_V1_ResourceManager {
     /// the ``SimpleServiceProtocol``. If you need fine grained control over your RPCs then
     /// use ``StreamingServiceProtocol``.
     public protocol ServiceProtocol: Dtc_V1_ResourceManager.StreamingServiceProtocol {
-        /// Handle the "Prepare" method.
+        /// Handle the "Exchange" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > One long-lived stream per coordinator node: a slow PREPARE (waiting for a lock) never
+        /// > holds up the replies of others, and many txns share each message.
         ///
         /// - Parameters:
-        ///   - request: A request containing a single `Dtc_V1_PrepareBatch` message.
+        ///   - request: A streaming request of `Dtc_V1_RMRequest` messages.
         ///   - context: Context providing information about the RPC.
         /// - Throws: Any error which occurred during the processing of the request. Thrown errors
         ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
         ///     to an internal error.
-        /// - Returns: A response containing a single `Dtc_V1_VoteBatch` message.
-        func prepare(
-            request: GRPCCore.ServerRequest<Dtc_V1_PrepareBatch>,
+        /// - Returns: A streaming response of `Dtc_V1_RMResponse` messages.
+        func exchange(
+            request: GRPCCore.StreamingServerRequest<Dtc_V1_RMRequest>,
             context: GRPCCore.ServerContext
-        ) async throws -> GRPCCore.ServerResponse<Dtc_V1_VoteBatch>
-
-        /// Handle the "Decide" method.
-        ///
-        /// - Parameters:
-        ///   - request: A request containing a single `Dtc_V1_DecisionBatch` message.
-        ///   - context: Context providing information about the RPC.
-        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
-        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
-        ///     to an internal error.
-        /// - Returns: A response containing a single `Dtc_V1_AckBatch` message.
-        func decide(
-            request: GRPCCore.ServerRequest<Dtc_V1_DecisionBatch>,
-            context: GRPCCore.ServerContext
-        ) async throws -> GRPCCore.ServerResponse<Dtc_V1_AckBatch>
+        ) async throws -> GRPCCore.StreamingServerResponse<Dtc_V1_RMResponse>
 
         /// Handle the "Scan" method.
         ///
@@ -1118,33 +1086,25 @@ extension Dtc_V1_ResourceManager {
     /// doesn't provide access to request or response metadata. If you need access to these
     /// then use ``ServiceProtocol`` instead.
     public protocol SimpleServiceProtocol: Dtc_V1_ResourceManager.ServiceProtocol {
-        /// Handle the "Prepare" method.
+        /// Handle the "Exchange" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > One long-lived stream per coordinator node: a slow PREPARE (waiting for a lock) never
+        /// > holds up the replies of others, and many txns share each message.
         ///
         /// - Parameters:
-        ///   - request: A `Dtc_V1_PrepareBatch` message.
+        ///   - request: A stream of `Dtc_V1_RMRequest` messages.
+        ///   - response: A response stream of `Dtc_V1_RMResponse` messages.
         ///   - context: Context providing information about the RPC.
         /// - Throws: Any error which occurred during the processing of the request. Thrown errors
         ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
         ///     to an internal error.
-        /// - Returns: A `Dtc_V1_VoteBatch` to respond with.
-        func prepare(
-            request: Dtc_V1_PrepareBatch,
+        func exchange(
+            request: GRPCCore.RPCAsyncSequence<Dtc_V1_RMRequest, any Swift.Error>,
+            response: GRPCCore.RPCWriter<Dtc_V1_RMResponse>,
             context: GRPCCore.ServerContext
-        ) async throws -> Dtc_V1_VoteBatch
-
-        /// Handle the "Decide" method.
-        ///
-        /// - Parameters:
-        ///   - request: A `Dtc_V1_DecisionBatch` message.
-        ///   - context: Context providing information about the RPC.
-        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
-        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
-        ///     to an internal error.
-        /// - Returns: A `Dtc_V1_AckBatch` to respond with.
-        func decide(
-            request: Dtc_V1_DecisionBatch,
-            context: GRPCCore.ServerContext
-        ) async throws -> Dtc_V1_AckBatch
+        ) async throws
 
         /// Handle the "Scan" method.
         ///
@@ -1181,22 +1141,11 @@ extension Dtc_V1_ResourceManager {
 extension Dtc_V1_ResourceManager.StreamingServiceProtocol {
     public func registerMethods<Transport>(with router: inout GRPCCore.RPCRouter<Transport>) where Transport: GRPCCore.ServerTransport {
         router.registerHandler(
-            forMethod: Dtc_V1_ResourceManager.Method.Prepare.descriptor,
-            deserializer: GRPCProtobuf.ProtobufDeserializer<Dtc_V1_PrepareBatch>(),
-            serializer: GRPCProtobuf.ProtobufSerializer<Dtc_V1_VoteBatch>(),
+            forMethod: Dtc_V1_ResourceManager.Method.Exchange.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Dtc_V1_RMRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Dtc_V1_RMResponse>(),
             handler: { request, context in
-                try await self.prepare(
-                    request: request,
-                    context: context
-                )
-            }
-        )
-        router.registerHandler(
-            forMethod: Dtc_V1_ResourceManager.Method.Decide.descriptor,
-            deserializer: GRPCProtobuf.ProtobufDeserializer<Dtc_V1_DecisionBatch>(),
-            serializer: GRPCProtobuf.ProtobufSerializer<Dtc_V1_AckBatch>(),
-            handler: { request, context in
-                try await self.decide(
+                try await self.exchange(
                     request: request,
                     context: context
                 )
@@ -1230,28 +1179,6 @@ extension Dtc_V1_ResourceManager.StreamingServiceProtocol {
 // Default implementation of streaming methods from 'StreamingServiceProtocol'.
 @available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
 extension Dtc_V1_ResourceManager.ServiceProtocol {
-    public func prepare(
-        request: GRPCCore.StreamingServerRequest<Dtc_V1_PrepareBatch>,
-        context: GRPCCore.ServerContext
-    ) async throws -> GRPCCore.StreamingServerResponse<Dtc_V1_VoteBatch> {
-        let response = try await self.prepare(
-            request: GRPCCore.ServerRequest(stream: request),
-            context: context
-        )
-        return GRPCCore.StreamingServerResponse(single: response)
-    }
-
-    public func decide(
-        request: GRPCCore.StreamingServerRequest<Dtc_V1_DecisionBatch>,
-        context: GRPCCore.ServerContext
-    ) async throws -> GRPCCore.StreamingServerResponse<Dtc_V1_AckBatch> {
-        let response = try await self.decide(
-            request: GRPCCore.ServerRequest(stream: request),
-            context: context
-        )
-        return GRPCCore.StreamingServerResponse(single: response)
-    }
-
     public func scan(
         request: GRPCCore.StreamingServerRequest<Dtc_V1_ScanRequest>,
         context: GRPCCore.ServerContext
@@ -1278,29 +1205,20 @@ extension Dtc_V1_ResourceManager.ServiceProtocol {
 // Default implementation of methods from 'ServiceProtocol'.
 @available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
 extension Dtc_V1_ResourceManager.SimpleServiceProtocol {
-    public func prepare(
-        request: GRPCCore.ServerRequest<Dtc_V1_PrepareBatch>,
+    public func exchange(
+        request: GRPCCore.StreamingServerRequest<Dtc_V1_RMRequest>,
         context: GRPCCore.ServerContext
-    ) async throws -> GRPCCore.ServerResponse<Dtc_V1_VoteBatch> {
-        return GRPCCore.ServerResponse<Dtc_V1_VoteBatch>(
-            message: try await self.prepare(
-                request: request.message,
-                context: context
-            ),
-            metadata: [:]
-        )
-    }
-
-    public func decide(
-        request: GRPCCore.ServerRequest<Dtc_V1_DecisionBatch>,
-        context: GRPCCore.ServerContext
-    ) async throws -> GRPCCore.ServerResponse<Dtc_V1_AckBatch> {
-        return GRPCCore.ServerResponse<Dtc_V1_AckBatch>(
-            message: try await self.decide(
-                request: request.message,
-                context: context
-            ),
-            metadata: [:]
+    ) async throws -> GRPCCore.StreamingServerResponse<Dtc_V1_RMResponse> {
+        return GRPCCore.StreamingServerResponse<Dtc_V1_RMResponse>(
+            metadata: [:],
+            producer: { writer in
+                try await self.exchange(
+                    request: request.messages,
+                    response: writer,
+                    context: context
+                )
+                return [:]
+            }
         )
     }
 
@@ -1340,42 +1258,28 @@ extension Dtc_V1_ResourceManager {
     /// You don't need to implement this protocol directly, use the generated
     /// implementation, ``Client``.
     public protocol ClientProtocol: Sendable {
-        /// Call the "Prepare" method.
+        /// Call the "Exchange" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > One long-lived stream per coordinator node: a slow PREPARE (waiting for a lock) never
+        /// > holds up the replies of others, and many txns share each message.
         ///
         /// - Parameters:
-        ///   - request: A request containing a single `Dtc_V1_PrepareBatch` message.
-        ///   - serializer: A serializer for `Dtc_V1_PrepareBatch` messages.
-        ///   - deserializer: A deserializer for `Dtc_V1_VoteBatch` messages.
+        ///   - request: A streaming request producing `Dtc_V1_RMRequest` messages.
+        ///   - serializer: A serializer for `Dtc_V1_RMRequest` messages.
+        ///   - deserializer: A deserializer for `Dtc_V1_RMResponse` messages.
         ///   - options: Options to apply to this RPC.
         ///   - handleResponse: A closure which handles the response and returns its result to
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        func prepare<Result>(
-            request: GRPCCore.ClientRequest<Dtc_V1_PrepareBatch>,
-            serializer: some GRPCCore.MessageSerializer<Dtc_V1_PrepareBatch>,
-            deserializer: some GRPCCore.MessageDeserializer<Dtc_V1_VoteBatch>,
+        func exchange<Result>(
+            request: GRPCCore.StreamingClientRequest<Dtc_V1_RMRequest>,
+            serializer: some GRPCCore.MessageSerializer<Dtc_V1_RMRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Dtc_V1_RMResponse>,
             options: GRPCCore.CallOptions,
-            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Dtc_V1_VoteBatch>) async throws -> Result
-        ) async throws -> Result where Result: Sendable
-
-        /// Call the "Decide" method.
-        ///
-        /// - Parameters:
-        ///   - request: A request containing a single `Dtc_V1_DecisionBatch` message.
-        ///   - serializer: A serializer for `Dtc_V1_DecisionBatch` messages.
-        ///   - deserializer: A deserializer for `Dtc_V1_AckBatch` messages.
-        ///   - options: Options to apply to this RPC.
-        ///   - handleResponse: A closure which handles the response and returns its result to
-        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
-        ///       already finished.
-        /// - Returns: The result of `handleResponse`.
-        func decide<Result>(
-            request: GRPCCore.ClientRequest<Dtc_V1_DecisionBatch>,
-            serializer: some GRPCCore.MessageSerializer<Dtc_V1_DecisionBatch>,
-            deserializer: some GRPCCore.MessageDeserializer<Dtc_V1_AckBatch>,
-            options: GRPCCore.CallOptions,
-            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Dtc_V1_AckBatch>) async throws -> Result
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Dtc_V1_RMResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "Scan" method.
@@ -1433,59 +1337,32 @@ extension Dtc_V1_ResourceManager {
             self.client = client
         }
 
-        /// Call the "Prepare" method.
+        /// Call the "Exchange" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > One long-lived stream per coordinator node: a slow PREPARE (waiting for a lock) never
+        /// > holds up the replies of others, and many txns share each message.
         ///
         /// - Parameters:
-        ///   - request: A request containing a single `Dtc_V1_PrepareBatch` message.
-        ///   - serializer: A serializer for `Dtc_V1_PrepareBatch` messages.
-        ///   - deserializer: A deserializer for `Dtc_V1_VoteBatch` messages.
+        ///   - request: A streaming request producing `Dtc_V1_RMRequest` messages.
+        ///   - serializer: A serializer for `Dtc_V1_RMRequest` messages.
+        ///   - deserializer: A deserializer for `Dtc_V1_RMResponse` messages.
         ///   - options: Options to apply to this RPC.
         ///   - handleResponse: A closure which handles the response and returns its result to
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        public func prepare<Result>(
-            request: GRPCCore.ClientRequest<Dtc_V1_PrepareBatch>,
-            serializer: some GRPCCore.MessageSerializer<Dtc_V1_PrepareBatch>,
-            deserializer: some GRPCCore.MessageDeserializer<Dtc_V1_VoteBatch>,
+        public func exchange<Result>(
+            request: GRPCCore.StreamingClientRequest<Dtc_V1_RMRequest>,
+            serializer: some GRPCCore.MessageSerializer<Dtc_V1_RMRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Dtc_V1_RMResponse>,
             options: GRPCCore.CallOptions = .defaults,
-            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Dtc_V1_VoteBatch>) async throws -> Result = { response in
-                try response.message
-            }
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Dtc_V1_RMResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable {
-            try await self.client.unary(
+            try await self.client.bidirectionalStreaming(
                 request: request,
-                descriptor: Dtc_V1_ResourceManager.Method.Prepare.descriptor,
-                serializer: serializer,
-                deserializer: deserializer,
-                options: options,
-                onResponse: handleResponse
-            )
-        }
-
-        /// Call the "Decide" method.
-        ///
-        /// - Parameters:
-        ///   - request: A request containing a single `Dtc_V1_DecisionBatch` message.
-        ///   - serializer: A serializer for `Dtc_V1_DecisionBatch` messages.
-        ///   - deserializer: A deserializer for `Dtc_V1_AckBatch` messages.
-        ///   - options: Options to apply to this RPC.
-        ///   - handleResponse: A closure which handles the response and returns its result to
-        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
-        ///       already finished.
-        /// - Returns: The result of `handleResponse`.
-        public func decide<Result>(
-            request: GRPCCore.ClientRequest<Dtc_V1_DecisionBatch>,
-            serializer: some GRPCCore.MessageSerializer<Dtc_V1_DecisionBatch>,
-            deserializer: some GRPCCore.MessageDeserializer<Dtc_V1_AckBatch>,
-            options: GRPCCore.CallOptions = .defaults,
-            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Dtc_V1_AckBatch>) async throws -> Result = { response in
-                try response.message
-            }
-        ) async throws -> Result where Result: Sendable {
-            try await self.client.unary(
-                request: request,
-                descriptor: Dtc_V1_ResourceManager.Method.Decide.descriptor,
+                descriptor: Dtc_V1_ResourceManager.Method.Exchange.descriptor,
                 serializer: serializer,
                 deserializer: deserializer,
                 options: options,
@@ -1558,51 +1435,29 @@ extension Dtc_V1_ResourceManager {
 // Helpers providing default arguments to 'ClientProtocol' methods.
 @available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
 extension Dtc_V1_ResourceManager.ClientProtocol {
-    /// Call the "Prepare" method.
+    /// Call the "Exchange" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > One long-lived stream per coordinator node: a slow PREPARE (waiting for a lock) never
+    /// > holds up the replies of others, and many txns share each message.
     ///
     /// - Parameters:
-    ///   - request: A request containing a single `Dtc_V1_PrepareBatch` message.
+    ///   - request: A streaming request producing `Dtc_V1_RMRequest` messages.
     ///   - options: Options to apply to this RPC.
     ///   - handleResponse: A closure which handles the response and returns its result to
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func prepare<Result>(
-        request: GRPCCore.ClientRequest<Dtc_V1_PrepareBatch>,
+    public func exchange<Result>(
+        request: GRPCCore.StreamingClientRequest<Dtc_V1_RMRequest>,
         options: GRPCCore.CallOptions = .defaults,
-        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Dtc_V1_VoteBatch>) async throws -> Result = { response in
-            try response.message
-        }
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Dtc_V1_RMResponse>) async throws -> Result
     ) async throws -> Result where Result: Sendable {
-        try await self.prepare(
+        try await self.exchange(
             request: request,
-            serializer: GRPCProtobuf.ProtobufSerializer<Dtc_V1_PrepareBatch>(),
-            deserializer: GRPCProtobuf.ProtobufDeserializer<Dtc_V1_VoteBatch>(),
-            options: options,
-            onResponse: handleResponse
-        )
-    }
-
-    /// Call the "Decide" method.
-    ///
-    /// - Parameters:
-    ///   - request: A request containing a single `Dtc_V1_DecisionBatch` message.
-    ///   - options: Options to apply to this RPC.
-    ///   - handleResponse: A closure which handles the response and returns its result to
-    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
-    ///       already finished.
-    /// - Returns: The result of `handleResponse`.
-    public func decide<Result>(
-        request: GRPCCore.ClientRequest<Dtc_V1_DecisionBatch>,
-        options: GRPCCore.CallOptions = .defaults,
-        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Dtc_V1_AckBatch>) async throws -> Result = { response in
-            try response.message
-        }
-    ) async throws -> Result where Result: Sendable {
-        try await self.decide(
-            request: request,
-            serializer: GRPCProtobuf.ProtobufSerializer<Dtc_V1_DecisionBatch>(),
-            deserializer: GRPCProtobuf.ProtobufDeserializer<Dtc_V1_AckBatch>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Dtc_V1_RMRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Dtc_V1_RMResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -1662,58 +1517,33 @@ extension Dtc_V1_ResourceManager.ClientProtocol {
 // Helpers providing sugared APIs for 'ClientProtocol' methods.
 @available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
 extension Dtc_V1_ResourceManager.ClientProtocol {
-    /// Call the "Prepare" method.
+    /// Call the "Exchange" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > One long-lived stream per coordinator node: a slow PREPARE (waiting for a lock) never
+    /// > holds up the replies of others, and many txns share each message.
     ///
     /// - Parameters:
-    ///   - message: request message to send.
     ///   - metadata: Additional metadata to send, defaults to empty.
     ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - producer: A closure producing request messages to send to the server. Returning
+    ///       from the closure closes the request stream.
     ///   - handleResponse: A closure which handles the response and returns its result to
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func prepare<Result>(
-        _ message: Dtc_V1_PrepareBatch,
+    public func exchange<Result>(
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
-        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Dtc_V1_VoteBatch>) async throws -> Result = { response in
-            try response.message
-        }
+        requestProducer producer: @Sendable @escaping (GRPCCore.RPCWriter<Dtc_V1_RMRequest>) async throws -> Void,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Dtc_V1_RMResponse>) async throws -> Result
     ) async throws -> Result where Result: Sendable {
-        let request = GRPCCore.ClientRequest<Dtc_V1_PrepareBatch>(
-            message: message,
-            metadata: metadata
+        let request = GRPCCore.StreamingClientRequest<Dtc_V1_RMRequest>(
+            metadata: metadata,
+            producer: producer
         )
-        return try await self.prepare(
-            request: request,
-            options: options,
-            onResponse: handleResponse
-        )
-    }
-
-    /// Call the "Decide" method.
-    ///
-    /// - Parameters:
-    ///   - message: request message to send.
-    ///   - metadata: Additional metadata to send, defaults to empty.
-    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
-    ///   - handleResponse: A closure which handles the response and returns its result to
-    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
-    ///       already finished.
-    /// - Returns: The result of `handleResponse`.
-    public func decide<Result>(
-        _ message: Dtc_V1_DecisionBatch,
-        metadata: GRPCCore.Metadata = [:],
-        options: GRPCCore.CallOptions = .defaults,
-        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Dtc_V1_AckBatch>) async throws -> Result = { response in
-            try response.message
-        }
-    ) async throws -> Result where Result: Sendable {
-        let request = GRPCCore.ClientRequest<Dtc_V1_DecisionBatch>(
-            message: message,
-            metadata: metadata
-        )
-        return try await self.decide(
+        return try await self.exchange(
             request: request,
             options: options,
             onResponse: handleResponse
