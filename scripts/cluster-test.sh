@@ -35,10 +35,10 @@ trap cleanup EXIT
 
 ensure_prerequisites
 find_binaries
-DTC=("$BIN/dtc" --config "$CONFIG")
+dtc() { "$BIN/dtc" "$1" --config "$CONFIG" "${@:2}"; }
 
 # Column $2 of process $1 in `dtc status` (e.g. in-flight is column 5 for nodes, prepared 4 for RMs).
-status_field() { "${DTC[@]}" status 2>/dev/null | awk -v n="$1" -v c="$2" '$1 == n && $3 == "up" { print $c }'; }
+status_field() { { dtc status 2>/dev/null || true; } | awk -v n="$1" -v c="$2" '$1 == n && $3 == "up" { print $c }'; }
 
 # Waits (bounded) until process $1's status column $2 is above zero.
 wait_busy() {
@@ -52,7 +52,7 @@ wait_busy() {
 
 cluster up
 say "load: $TXNS orders at concurrency 16"
-"${DTC[@]}" load --txns "$TXNS" --concurrency 16 --seed 42 --retry-for 120 --json --history "$WORK/history.jsonl" \
+dtc load --txns "$TXNS" --concurrency 16 --seed 42 --retry-for 120 --json --history "$WORK/history.jsonl" \
   > "$WORK/load.json" 2> "$WORK/load.err" &
 LOAD_PID=$!
 
@@ -79,8 +79,8 @@ assert s["unknown"] == 0, f"{s['unknown']} txns ended with an unknown outcome"
 assert s["committed"] > n // 2, f"too few commits: {s['committed']}"
 PY
 
-"${DTC[@]}" check --wait-quiet 60 --history "$WORK/history.jsonl"
-"${DTC[@]}" status
+dtc check --wait-quiet 60 --history "$WORK/history.jsonl"
+dtc status
 
 # Bad input: one readable line, exit 2, nothing changes.
 expect_usage_error() {
@@ -90,10 +90,10 @@ expect_usage_error() {
   [ "$(printf '%s\n' "$out" | wc -l)" -eq 1 ] || die "expected one line from '$*', got: $out"
   say "rejected as expected: $out"
 }
-expect_usage_error "${DTC[@]}" order --user user-1 --sku sku-1 --qty 0 --amount 5
-expect_usage_error "${DTC[@]}" order --user user-1 --sku sku-1 --qty 1 --amount 5 --txn "$(printf 'x%.0s' $(seq 1 129))"
+expect_usage_error dtc order --user user-1 --sku sku-1 --qty 0 --amount 5
+expect_usage_error dtc order --user user-1 --sku sku-1 --qty 1 --amount 5 --txn "$(printf 'x%.0s' $(seq 1 129))"
 echo '{ "nodes": [' > "$WORK/bad.json"
-expect_usage_error "$BIN/dtc" --config "$WORK/bad.json" status
-expect_usage_error "$BIN/dtc" --config "$WORK/missing.json" status
-"${DTC[@]}" check --wait-quiet 5 >/dev/null
+expect_usage_error "$BIN/dtc" status --config "$WORK/bad.json"
+expect_usage_error "$BIN/dtc" status --config "$WORK/missing.json"
+dtc check --wait-quiet 5 >/dev/null
 say "cluster test passed"

@@ -25,7 +25,7 @@ trap 'cluster down >/dev/null 2>&1 || true' EXIT
 
 ensure_prerequisites
 build_binaries
-DTC=("$BIN/dtc" --config "$CONFIG")
+dtc() { "$BIN/dtc" "$1" --config "$CONFIG" "${@:2}"; }
 
 [ -d "$DEMO/run/pids" ] && cluster down >/dev/null 2>&1 || true
 rm -rf "$DEMO"
@@ -35,21 +35,21 @@ cp "$ROOT/cluster.json" "$CONFIG"
 echo
 echo "== 1. Start 3 coordinator nodes and 3 resource managers (each with its own LMDB)"
 cluster up
-"${DTC[@]}" status
+dtc status
 
 echo
 echo "== 2. One order by hand, then the same txn ID again (idempotent submit)"
-"${DTC[@]}" order --user user-1 --sku sku-1 --qty 2 --amount 1500 --txn demo-order-1
-"${DTC[@]}" order --user user-1 --sku sku-1 --qty 2 --amount 1500 --txn demo-order-1
-"${DTC[@]}" order --user user-2 --sku sku-2 --qty 5000 --amount 100 --txn demo-order-2
-"${DTC[@]}" txn demo-order-1
+dtc order --user user-1 --sku sku-1 --qty 2 --amount 1500 --txn demo-order-1
+dtc order --user user-1 --sku sku-1 --qty 2 --amount 1500 --txn demo-order-1
+dtc order --user user-2 --sku sku-2 --qty 5000 --amount 100 --txn demo-order-2
+dtc txn demo-order-1
 
 echo
 echo "== 3. $TXNS random orders at concurrency $CONCURRENCY; n2 is killed with kill -9 mid-load"
-"${DTC[@]}" load --txns "$TXNS" --concurrency "$CONCURRENCY" --retry-for 120 --history "$DEMO/history.jsonl" > "$DEMO/load.txt" &
+dtc load --txns "$TXNS" --concurrency "$CONCURRENCY" --retry-for 120 --history "$DEMO/history.jsonl" > "$DEMO/load.txt" &
 LOAD=$!
 sleep 3
-inflight="$("${DTC[@]}" status | awk '$1 == "n2" { print $5 }')"
+inflight="$(dtc status | awk '$1 == "n2" { print $5 }')"
 cluster kill n2
 echo "killed n2 with ${inflight:-?} txns in flight; its clients retry with the same txn IDs"
 sleep 2
@@ -61,9 +61,9 @@ cat "$DEMO/load.txt"
 
 echo
 echo "== 4. Check every invariant across all RMs (and what each client was told)"
-"${DTC[@]}" check --history "$DEMO/history.jsonl"
+dtc check --history "$DEMO/history.jsonl"
 echo
-"${DTC[@]}" status
+dtc status
 echo
 echo "n2 after its restart: $(grep -h "recovered" "$DEMO/run/logs/n2.log" | tail -n 1 | sed 's/.*: //')"
 echo

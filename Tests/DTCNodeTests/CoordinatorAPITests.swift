@@ -94,6 +94,8 @@ func debit(amount: Int64 = 1) -> Dtc_V1_Branch {
             (id, [reserve(), debit(amount: 0)], "branches[1].amount must be positive"),
             (id, [reserve(), reserve()], "branches[1].rm duplicates"),
             (id, [.with { $0.rm = "orders" }], "branches[0].op is missing"),
+            (id, [.with { $0.rm = "inventory"; $0.reserve = .with { $0.orderID = "o"; $0.sku = String(repeating: "s", count: 10_000); $0.qty = 1 } }],
+             "branches[0].sku is over 256 bytes"),
         ]
         for (txnID, branches, expected) in cases {
             let request = Dtc_V1_SubmitRequest.with { $0.txnID = txnID; $0.branches = branches }
