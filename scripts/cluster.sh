@@ -4,8 +4,9 @@
 #
 #   scripts/cluster.sh [--config FILE] up|down|status|kill NAME|pause NAME|resume NAME|restart NAME|logs NAME
 #
-# DTC_BUILD=debug|release picks the build (release by default). Processes are ended only by
-# the PIDs this script recorded.
+# DTC_BUILD=debug|release picks the build (release by default). DTC_CRASH_AT_<name>=POINT
+# arms a crash point in that one node (see Sources/DTCNode/CrashPoints.swift). Processes are
+# ended only by the PIDs this script recorded.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -31,7 +32,8 @@ start_one() {
   if [ "$kind" = node ]; then cmd=("$BIN/dtc-node" --config "$CONFIG" --name "$name")
   else cmd=("$BIN/dtc-rm" --config "$CONFIG" --name "$name"); fi
   echo "=== start $(date -u +%FT%T.%3NZ)" >> "$LOGS/$name.log"
-  nohup "${cmd[@]}" >> "$LOGS/$name.log" 2>&1 &
+  local crash="DTC_CRASH_AT_$name"
+  nohup env -u DTC_CRASH_AT ${!crash:+DTC_CRASH_AT=${!crash}} "${cmd[@]}" >> "$LOGS/$name.log" 2>&1 &
   echo $! > "$PIDS/$name.pid"
 }
 

@@ -31,6 +31,13 @@ public struct ClusterConfig: Codable, Sendable {
         /// An RM asks the coordinator for the outcome of a txn prepared this long.
         public var inquiryAfterMs: Int
         public var rpcTimeoutMs: Int
+        /// Nodes send each other a heartbeat this often.
+        public var heartbeatMs: Int
+        /// A node not heard from for this long is suspected, and its partitions are taken over.
+        public var suspicionTimeoutMs: Int
+        /// A txn's row is trimmed from the log this long after its END: the window in which a
+        /// resubmitted txnID is answered from the log.
+        public var logRetentionMs: Int
     }
 
     public var partitions: Int
@@ -117,7 +124,12 @@ public struct ClusterConfig: Codable, Sendable {
         for service in ServiceKind.allCases where rm(for: service) == nil {
             throw fail("no rm runs the \(service.rawValue) service")
         }
-        guard timing.tickMs > 0, timing.rpcTimeoutMs > 0 else { throw fail("timing values must be positive") }
+        guard timing.tickMs > 0, timing.rpcTimeoutMs > 0, timing.heartbeatMs > 0, timing.logRetentionMs > 0 else {
+            throw fail("timing values must be positive")
+        }
+        guard timing.suspicionTimeoutMs >= 3 * timing.heartbeatMs else {
+            throw fail("timing.suspicionTimeoutMs must be at least 3 heartbeats (\(3 * timing.heartbeatMs) ms)")
+        }
         do { _ = try limits.validated() } catch { throw fail(error.description) }
     }
 

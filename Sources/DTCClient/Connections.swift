@@ -31,6 +31,10 @@ public final class Connections: Sendable {
         Dtc_V1_ResourceManager.Client(wrapping: try client(for: address))
     }
 
+    public func replica(_ address: String) throws -> Dtc_V1_Replica.Client<Transport> {
+        Dtc_V1_Replica.Client(wrapping: try client(for: address))
+    }
+
     /// Closes every connection and waits for them to wind down.
     public func close() async {
         let all = clients.withLock { clients in

@@ -1,6 +1,7 @@
 import DTCCore
 import DTCWire
 import GRPCCore
+import Synchronization
 
 /// What a client finally learns about a txn.
 public struct SubmitOutcome: Sendable {
@@ -32,18 +33,18 @@ public struct Router: Sendable {
     public let config: ClusterConfig
     public let connections: Connections
     private let map: PartitionMap
+    /// The leader address last seen per partition (from redirects and answers), so that after
+    /// a takeover requests go straight to the new leader.
+    private let leaders: LeaderCache
 
     public init(config: ClusterConfig, connections: Connections) {
         self.config = config
         self.connections = connections
         self.map = config.partitionMap
+        self.leaders = LeaderCache()
     }
 
     public func partition(of txnID: TxnID) -> UInt32 { map.partition(of: txnID) }
-
-    public func homeAddress(of txnID: TxnID) -> String {
-        config.node(named: map.homeLeader(of: partition(of: txnID)))!.address
-    }
 
     /// Submits until the outcome is known or `retryFor` has passed.
     public func submit(_ txnID: TxnID, branches: [Branch], retryFor: Duration = .seconds(60)) async throws(RouterError) -> SubmitOutcome {
@@ -118,8 +119,12 @@ public struct Router: Sendable {
     ) async throws(RouterError) -> (value: Value, attempts: Int) {
         let clock = ContinuousClock()
         let deadline = clock.now + budget
-        let home = homeAddress(of: txnID)
-        var address = home
+        // The partition's replica group, home leader first: when a node is down or has lost the
+        // partition, the next member is asked (and redirects to the leader it knows).
+        let partition = partition(of: txnID)
+        let group = map.replicaGroup(of: partition).compactMap { config.node(named: $0)?.address }
+        var next = 1
+        var address = leaders.leader(of: partition) ?? group[0]
         var attempts = 0
         var backoff = Duration.milliseconds(25)
         var lastError = "no attempt made"
@@ -128,9 +133,12 @@ public struct Router: Sendable {
             do {
                 switch try await call(address) {
                 case .value(let value):
+                    leaders.remember(address, for: partition)
                     return (value, attempts)
                 case .redirect(let redirect) where redirect.address != address:
+                    // Following a redirect is not a retry.
                     address = redirect.address
+                    attempts -= 1
                     continue
                 case .redirect(let redirect):
                     lastError = "\(redirect.node) redirects to itself"
@@ -140,13 +148,20 @@ public struct Router: Sendable {
             } catch let error as RPCError where !Self.isRetriable(error.code) {
                 throw .rejected(code: error.code, message: error.message)
             } catch {
-                lastError = "\(address): \(error)"
-                address = home
+                lastError = "\(address): \(Self.short(error))"
+                leaders.forget(partition)
+                address = group[next % group.count]
+                next += 1
             }
             try? await Task.sleep(for: backoff)
             backoff = min(backoff * 2, .seconds(1))
         } while clock.now < deadline
         throw .unknownOutcome(lastError: lastError)
+    }
+
+    static func short(_ error: any Error) -> String {
+        if let rpc = error as? RPCError { return "\(rpc.code): \(rpc.message)" }
+        return "\(error)"
     }
 
     static func isRetriable(_ code: RPCError.Code) -> Bool {
@@ -155,4 +170,13 @@ public struct Router: Sendable {
         default: false
         }
     }
+}
+
+/// Partition → leader address, shared by all of a router's requests.
+final class LeaderCache: Sendable {
+    private let addresses = Mutex<[UInt32: String]>([:])
+
+    func leader(of partition: UInt32) -> String? { addresses.withLock { $0[partition] } }
+    func remember(_ address: String, for partition: UInt32) { addresses.withLock { $0[partition] = address } }
+    func forget(_ partition: UInt32) { _ = addresses.withLock { $0.removeValue(forKey: partition) } }
 }

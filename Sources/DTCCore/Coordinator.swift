@@ -220,16 +220,46 @@ public struct Coordinator: Sendable {
         return output
     }
 
-    /// Rebuilds state from the log after a restart: every decided txn without END resumes phase 2,
-    /// every started txn without a decision is aborted (presumed abort).
+    /// Rebuilds state from this node's own log after a restart, for partitions whose replica
+    /// group is this node alone: every decided txn without END resumes phase 2, every started
+    /// txn without a decision is aborted (presumed abort).
     public mutating func recover(_ records: [PartitionRecord], now: UInt64) -> CoordinatorOutput {
         precondition(active.isEmpty && finished.isEmpty, "recover must run before any other event")
-        let history = RecoveredHistory(records)
+        var rows: [UInt32: [TxnID: TxnRow]] = [:]
+        for entry in records {
+            rows[entry.partition, default: [:]][entry.record.txnID, default: TxnRow(txnID: entry.record.txnID)].apply(entry.record)
+        }
         var output = CoordinatorOutput()
-        for txnID in history.order {
-            output.merge(recoverTxn(txnID, history.txns[txnID]!, now: now))
+        for (partition, partitionRows) in rows.sorted(by: { $0.key < $1.key }) {
+            if epochs[partition] == nil { epochs[partition] = partitionRows.values.compactMap { $0.decision?.epoch }.max() ?? .zero }
+            for row in partitionRows.values.sorted(by: { $0.txnID < $1.txnID }) {
+                output.merge(adopt(row, partition: partition, reappend: false, now: now))
+            }
         }
         return output
+    }
+
+    /// This node becomes the partition's leader at `epoch`, with the rows merged from a quorum
+    /// of its replica group. Every decision is appended again at the new epoch (so this
+    /// epoch's quorum holds it) and driven to the RMs; every started txn without a decision is
+    /// aborted. Only then may the partition serve (DESIGN.md, "Failover").
+    public mutating func takeOver(partition: UInt32, epoch: Epoch, rows: [TxnRow], now: UInt64) -> CoordinatorOutput {
+        precondition(!leads(partition), "\(node) takes over partition \(partition), which it already leads")
+        epochs[partition] = epoch
+        var output = CoordinatorOutput()
+        for row in rows.sorted(by: { $0.txnID < $1.txnID }) {
+            output.merge(adopt(row, partition: partition, reappend: true, now: now))
+        }
+        return output
+    }
+
+    /// A higher epoch leads the partition now: forget its in-flight txns (the new leader
+    /// finishes them) and return their IDs so the shell can tell their waiting clients.
+    public mutating func stepDown(partition: UInt32) -> [TxnID] {
+        guard epochs.removeValue(forKey: partition) != nil else { return [] }
+        let dropped = active.filter { $0.value.partition == partition }.map(\.key).sorted()
+        for txnID in dropped { active[txnID] = nil }
+        return dropped
     }
 
     // MARK: - Queries
@@ -246,6 +276,19 @@ public struct Coordinator: Sendable {
                 epoch: epochs[done.partition] ?? .zero, branches: done.rms.map { ($0, .acknowledged(done.outcome)) })
         }
         return nil
+    }
+
+    /// The records that rebuild every in-flight txn of `partition`: what a follower that
+    /// (re)connects needs so that its acknowledgements cover everything still undecided.
+    public func activeRecords(partition: UInt32) -> [LogRecord] {
+        let epoch = epochs[partition] ?? .zero
+        return active.filter { $0.value.partition == partition }.sorted { $0.key < $1.key }.flatMap { txnID, txn in
+            var records: [LogRecord] = [.start(txnID: txnID, epoch: epoch, stamp: txn.stamp, branches: txn.branches)]
+            if case .deciding(let outcome, let reason, _, _, _) = txn.phase {
+                records.append(.decision(txnID: txnID, outcome: outcome, reason: reason, epoch: epoch))
+            }
+            return records
+        }
     }
 
     // MARK: - Helpers
@@ -314,23 +357,33 @@ public struct Coordinator: Sendable {
         }
     }
 
-    private mutating func recoverTxn(_ txnID: TxnID, _ history: RecoveredHistory.Txn, now: UInt64) -> CoordinatorOutput {
-        if history.isEnded || history.branches.isEmpty {
-            let outcome = history.decision?.outcome ?? .abort
-            remember(txnID, FinishedTxn(partition: history.partition, outcome: outcome, reason: history.decision?.reason ?? "", stamp: history.stamp, rms: history.branches.map(\.rm)))
+    /// Takes on one txn of a partition this node now leads, from its (merged) row.
+    private mutating func adopt(_ row: TxnRow, partition: UInt32, reappend: Bool, now: UInt64) -> CoordinatorOutput {
+        let txnID = row.txnID
+        if row.isEnded || row.branches.isEmpty {
+            let outcome = row.decision?.outcome ?? .abort
+            remember(txnID, FinishedTxn(partition: partition, outcome: outcome, reason: row.decision?.reason ?? "", stamp: row.stamp, rms: row.branches.map(\.rm)))
             return CoordinatorOutput()
         }
-        if epochs[history.partition] == nil { epochs[history.partition] = history.epoch }
         counters.recovered += 1
-        active[txnID] = ActiveTxn(partition: history.partition, stamp: history.stamp, branches: history.branches, phase: .preparing(votes: [:], deadline: now))
-        guard let decision = history.decision else {
-            return decide(txnID, .abort, reason: "coordinator restarted before deciding", now: now)
+        let epoch = epochs[partition]!
+        active[txnID] = ActiveTxn(partition: partition, stamp: row.stamp, branches: row.branches, phase: .preparing(votes: [:], deadline: now))
+        var output = CoordinatorOutput()
+        if reappend {
+            output.recordsToAppend = [PartitionRecord(partition: partition, record: .start(txnID: txnID, epoch: epoch, stamp: row.stamp, branches: row.branches))]
         }
-        let rms = Set(history.branches.map(\.rm))
+        guard let decision = row.decision else {
+            output.merge(decide(txnID, .abort, reason: reappend ? "leader changed before deciding" : "coordinator restarted before deciding", now: now))
+            return output
+        }
+        let rms = Set(row.branches.map(\.rm))
         var txn = active[txnID]!
         txn.phase = .deciding(outcome: decision.outcome, reason: decision.reason, pendingAcks: rms, nextRetry: now + limits.decisionRetryInitial, retryDelay: limits.decisionRetryInitial)
         active[txnID] = txn
-        var output = CoordinatorOutput()
+        if reappend {
+            output.recordsToAppend.append(PartitionRecord(partition: partition, record: .decision(txnID: txnID, outcome: decision.outcome, reason: decision.reason, epoch: epoch)))
+            output.mustSync = true
+        }
         output.messagesAfterAppend = decisionMessages(txnID, txn, decision.outcome, to: rms)
         return output
     }
@@ -350,37 +403,3 @@ public struct Coordinator: Sendable {
     }
 }
 
-/// The log replayed per txn, in first-seen order.
-struct RecoveredHistory {
-    struct Txn {
-        var partition: UInt32
-        var epoch: Epoch = .zero
-        var stamp: StartStamp = 0
-        var branches: [Branch] = []
-        var decision: (outcome: Outcome, reason: String)?
-        var isEnded = false
-    }
-
-    var order: [TxnID] = []
-    var txns: [TxnID: Txn] = [:]
-
-    init(_ records: [PartitionRecord]) {
-        for entry in records {
-            let id = entry.record.txnID
-            if txns[id] == nil {
-                order.append(id)
-                txns[id] = Txn(partition: entry.partition)
-            }
-            switch entry.record {
-            case .start(_, let epoch, let stamp, let branches):
-                txns[id]!.epoch = epoch
-                txns[id]!.stamp = stamp
-                txns[id]!.branches = branches
-            case .decision(_, let outcome, let reason, _):
-                txns[id]!.decision = (outcome, reason)
-            case .end:
-                txns[id]!.isEnded = true
-            }
-        }
-    }
-}

@@ -12,14 +12,7 @@ struct CoordinatorService: Dtc_V1_Coordinator.SimpleServiceProtocol {
 
     func submit(request: Dtc_V1_SubmitRequest, context: ServerContext) async throws -> Dtc_V1_SubmitResponse {
         let (txnID, branches) = try validated(request)
-        switch await runtime.submit(txnID, branches: branches) {
-        case .status(let status, let partition):
-            return .with { $0.outcome = outcome(txnID, status, partition) }
-        case .redirect(let redirect):
-            return .with { $0.redirect = redirect }
-        case .overloaded(let inFlight):
-            throw RPCError(code: .resourceExhausted, message: "overloaded: \(inFlight) txns in flight; retry with the same txn_id")
-        }
+        return try answer(txnID, await runtime.submit(txnID, branches: branches))
     }
 
     func getTxn(request: Dtc_V1_GetTxnRequest, context: ServerContext) async throws -> Dtc_V1_GetTxnResponse {
@@ -27,8 +20,11 @@ struct CoordinatorService: Dtc_V1_Coordinator.SimpleServiceProtocol {
         switch await runtime.txn(txnID) {
         case .snapshot(let snapshot):
             return .with { $0.txn = detail(snapshot) }
-        case .redirect(let redirect):
+        case .refused(.redirect(let redirect)):
             return .with { $0.redirect = redirect }
+        case .refused(let refusal):
+            _ = try answer(txnID, refusal)
+            throw RPCError(code: .internalError, message: "no answer for \(txnID)")
         case .notFound:
             throw RPCError(code: .notFound, message: "txn '\(txnID)' is unknown to \(runtime.name) (never submitted, or forgotten after its retention)")
         }
@@ -40,17 +36,33 @@ struct CoordinatorService: Dtc_V1_Coordinator.SimpleServiceProtocol {
 
     func resolve(request: Dtc_V1_ResolveRequest, context: ServerContext) async throws -> Dtc_V1_ResolveResponse {
         let txnID = try invalidArgument { () throws(ValidationError) in try TxnID(validating: request.txnID, limits: limits) }
-        switch await runtime.resolve(txnID, partition: request.partition) {
-        case .status(let status, let partition):
-            return .with { $0.outcome = outcome(txnID, status, partition) }
-        case .redirect(let redirect):
-            return .with { $0.redirect = redirect }
-        case .overloaded:
-            throw RPCError(code: .resourceExhausted, message: "overloaded")
+        guard request.partition < UInt32(runtime.config.partitions) else {
+            throw RPCError(code: .invalidArgument, message: "partition \(request.partition) does not exist")
+        }
+        let answer = try answer(txnID, await runtime.resolve(txnID, partition: request.partition))
+        return .with {
+            switch answer.result {
+            case .outcome(let outcome): $0.outcome = outcome
+            case .redirect(let redirect): $0.redirect = redirect
+            case nil: break
+            }
         }
     }
 
     // MARK: - Helpers
+
+    private func answer(_ txnID: TxnID, _ answer: NodeRuntime.Answer) throws -> Dtc_V1_SubmitResponse {
+        switch answer {
+        case .status(let status, let partition):
+            return .with { $0.outcome = outcome(txnID, status, partition) }
+        case .redirect(let redirect):
+            return .with { $0.redirect = redirect }
+        case .unavailable(let reason):
+            throw RPCError(code: .unavailable, message: reason)
+        case .overloaded(let inFlight):
+            throw RPCError(code: .resourceExhausted, message: "overloaded: \(inFlight) txns in flight; retry with the same txn_id")
+        }
+    }
 
     private func validated(_ request: Dtc_V1_SubmitRequest) throws -> (TxnID, [Branch]) {
         try invalidArgument { () throws(ValidationError) in

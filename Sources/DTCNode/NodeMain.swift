@@ -12,40 +12,51 @@ public func runNode(config: ClusterConfig, name: String, logger: Logger) async t
     guard let me = config.node(named: name), let index = config.nodeIndex(of: name) else {
         throw ConfigError("no node named '\(name)' in the cluster config (nodes: \(config.nodes.map(\.name).joined(separator: ", ")))")
     }
-    let environment = try LMDBEnvironment(path: config.dataDirectory(of: me))
-    let committer = GroupCommitter(environment: environment)
-    let log = try DurableLog(environment: environment, committer: committer)
-
-    let entries = try log.allEntries()
-    let records = try entries.map { entry in
-        do {
-            return PartitionRecord(partition: entry.partition, record: try LogRecord(decoding: entry.payload))
-        } catch {
-            throw StorageError.corruption(database: "log", key: "partition \(entry.partition) sequence \(entry.sequence): \(error)")
-        }
+    if let crash = CrashPoints.shared.description { logger.warning("\(name): crash point armed: \(crash) (DTC_CRASH_AT)") }
+    let store = try NodeStore(path: config.dataDirectory(of: me))
+    let map = config.partitionMap
+    var promised: [UInt32: Epoch] = [:]
+    for partition in 0..<map.partitionCount where map.replicaGroup(of: partition).contains(name) {
+        promised[partition] = try store.promise(of: partition)
     }
-    let led = Set(config.partitionMap.partitions(ledBy: name)).union(records.map(\.partition))
-    let epochs = try await claimEpochs(led, nodeID: UInt32(index + 1), log: log)
-    logger.info("\(name): leading \(epochs.count) partitions, log has \(entries.count) records")
+    let rowCount = try store.rows.rowCount()
+    let groups = (0..<map.partitionCount).filter { map.replicaGroup(of: $0).contains(name) }.count
+    logger.info("\(name): member of \(groups) partitions' replica groups, \(rowCount) rows in the log")
 
     let connections = Connections()
-    let links = Dictionary(uniqueKeysWithValues: config.rms.map {
+    let rmLinks = Dictionary(uniqueKeysWithValues: config.rms.map {
         ($0.name, RMLink(rm: $0.name, address: $0.address, connections: connections))
     })
-    let coordinator = Coordinator(node: name, nodeIndex: UInt32(index), epochs: epochs, limits: config.limits)
-    let runtime = NodeRuntime(name: name, config: config, coordinator: coordinator, log: log, links: links, clock: NodeClock(), logger: logger)
-    await runtime.start(recoveredFrom: records)
+    let peers = config.nodes.filter { $0.name != name }
+    let peerLinks = Dictionary(uniqueKeysWithValues: peers.map {
+        ($0.name, PeerLink(peer: $0.name, address: $0.address, connections: connections))
+    })
+    let coordinator = Coordinator(node: name, nodeIndex: UInt32(index), epochs: [:], limits: config.limits)
+    let runtime = NodeRuntime(
+        name: name, config: config, coordinator: coordinator, store: store, rmLinks: rmLinks, connections: connections,
+        clock: NodeClock(), logger: logger, promised: promised)
+    await runtime.attach(peerLinks)
+    try await runtime.scheduleTrimsOfStoredRows()
 
-    let service = CoordinatorService(runtime: runtime, services: config.services, limits: config.limits)
+    let services: [any RegistrableRPCService] = [
+        CoordinatorService(runtime: runtime, services: config.services, limits: config.limits),
+        ReplicaService(runtime: runtime, config: config),
+    ]
     let transport = HTTP2ServerTransport.Posix(
         address: .ipv4(host: me.host, port: me.port), transportSecurity: .plaintext,
-        config: .defaults { $0.rpc.maxRequestPayloadSize = 1 << 20 })
-    let server = GRPCServer(transport: transport, services: [service])
+        config: .defaults { $0.rpc.maxRequestPayloadSize = 16 << 20 })
+    let server = GRPCServer(transport: transport, services: services)
     try await withThrowingDiscardingTaskGroup { group in
         group.addTask { try await server.serve() }
-        group.addTask { try await tickForever(runtime, every: .milliseconds(config.timing.tickMs)) }
-        for link in links.values {
+        group.addTask { try await every(.milliseconds(config.timing.tickMs)) { await runtime.tick() } }
+        for link in rmLinks.values {
             group.addTask { await link.run(replies: runtime) }
+        }
+        for link in peerLinks.values {
+            group.addTask { await link.run(replies: runtime) }
+        }
+        for peer in peers {
+            group.addTask { try await heartbeat(peer, runtime: runtime, connections: connections, config: config) }
         }
         if let address = try await transport.listeningAddress.ipv4 {
             logger.info("\(name): serving on \(address.host):\(address.port)")
@@ -53,37 +64,23 @@ public func runNode(config: ClusterConfig, name: String, logger: Logger) async t
     }
 }
 
-/// Each led partition gets an epoch above the last one this node persisted, written durably
-/// before the node serves: messages from before a restart carry a lower epoch.
-func claimEpochs(_ partitions: Set<UInt32>, nodeID: UInt32, log: DurableLog) async throws -> [UInt32: Epoch] {
-    var epochs: [UInt32: Epoch] = [:]
-    for partition in partitions.sorted() {
-        let previous = try log.meta("epoch/\(partition)").map(decodeEpoch) ?? .zero
-        epochs[partition] = previous.next(for: nodeID)
-    }
-    try await withThrowingTaskGroup(of: Void.self) { group in
-        for (partition, epoch) in epochs {
-            group.addTask { try await log.putMeta("epoch/\(partition)", encodeEpoch(epoch)) }
+/// Sends `peer` a heartbeat every `heartbeatMs`; each answer tells the runtime the peer is
+/// alive, what it leads and what it has promised.
+private func heartbeat(_ peer: ClusterConfig.Process, runtime: NodeRuntime, connections: Connections, config: ClusterConfig) async throws {
+    var options = CallOptions.defaults
+    options.timeout = .milliseconds(max(config.timing.heartbeatMs * 2, 100))
+    options.waitForReady = false
+    try await every(.milliseconds(config.timing.heartbeatMs)) {
+        let request = await runtime.heartbeatRequest()
+        if let response = try? await connections.replica(peer.address).heartbeat(request, options: options) {
+            await runtime.heartbeatAnswered(response)
         }
-        try await group.waitForAll()
     }
-    return epochs
 }
 
-func encodeEpoch(_ epoch: Epoch) -> [UInt8] {
-    var writer = ByteWriter()
-    writer.write(epoch)
-    return writer.bytes
-}
-
-func decodeEpoch(_ bytes: [UInt8]) throws -> Epoch {
-    var reader = ByteReader(bytes)
-    return try reader.readEpoch()
-}
-
-private func tickForever(_ runtime: NodeRuntime, every interval: Duration) async throws {
+private func every(_ interval: Duration, _ body: () async -> Void) async throws {
     while true {
         try await Task.sleep(for: interval)
-        await runtime.tick()
+        await body()
     }
 }

@@ -1,100 +1,165 @@
 import DTCClient
 import DTCCore
-import DTCStorage
 import DTCWire
 import Foundation
 import GRPCCore
 import Logging
 
-/// The node's shell around the pure `Coordinator`: it feeds events in, writes the records the
-/// core asks for, and releases messages and replies only once those records are durable.
-actor NodeRuntime: RMReplyHandler {
+/// The node's shell around the pure `Coordinator`. It feeds events in, writes the records the
+/// core asks for to its own log and to the partition's other members, and releases messages
+/// and replies only once a quorum of the partition's replica group holds those records
+/// durably. It also keeps the failure detector, takes partitions over from suspected leaders
+/// and steps down when a higher epoch appears.
+actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
     let name: String
     let config: ClusterConfig
+    private let nodeID: UInt32
     private var coordinator: Coordinator
-    private let log: DurableLog
-    private let links: [String: RMLink]
+    private let store: NodeStore
+    private let rmLinks: [String: RMLink]
+    private let connections: Connections
+    private var peerLinks: [String: PeerLink] = [:]
     private let clock: NodeClock
     private let logger: Logger
     private let map: PartitionMap
+    /// The partitions whose replica group includes this node.
+    private let memberOf: [UInt32]
 
-    /// Clients waiting for a txn's outcome (Submit, Resolve).
-    private var waiters: [TxnID: [CheckedContinuation<TxnStatus, Never>]] = [:]
-    /// Sync appends issued and made durable, counted; a release waits for all issued before it.
-    private var syncsIssued: UInt64 = 0
-    private var syncsDurable: UInt64 = 0
-    private var held: [(after: UInt64, release: Release)] = []
+    /// Clients waiting for a txn's outcome (Submit, Resolve); nil tells them this node no
+    /// longer leads the partition.
+    private var waiters: [TxnID: [CheckedContinuation<TxnStatus?, Never>]] = [:]
+    private var replication: [UInt32: Replication] = [:]
+    private var membership: Membership
+    private var promised: [UInt32: Epoch] = [:]
+    private var fencing: Set<UInt32> = []
+    private var retryTakeoverAt: [UInt32: UInt64] = [:]
+    private var trimQueue: [(due: UInt64, partition: UInt32, txnID: TxnID)] = []
+    private var trimmed: UInt64 = 0
+    private var takeovers: UInt64 = 0
 
-    private enum Release {
+    /// Per led partition: tickets of appends, who holds them durably, and what waits for that.
+    struct Replication {
+        var members: [String]
+        var issued: UInt64 = 0
+        var durable: [String: UInt64] = [:]
+        var held: [(ticket: UInt64, release: Release)] = []
+        /// Tickets that carry a COMMIT not yet held by a quorum (for the crash points).
+        var commitTickets: [UInt64] = []
+
+        var quorum: Int { members.count / 2 + 1 }
+
+        /// The highest ticket that a quorum of members holds durably.
+        var quorumDurable: UInt64 {
+            let acked = members.map { durable[$0] ?? 0 }.sorted(by: >)
+            return acked[quorum - 1]
+        }
+    }
+
+    enum Release {
         case messages([Envelope])
         case replies([ClientReply])
         case waiter(CheckedContinuation<Void, Never>)
     }
 
-    init(name: String, config: ClusterConfig, coordinator: Coordinator, log: DurableLog, links: [String: RMLink], clock: NodeClock, logger: Logger) {
+    init(
+        name: String, config: ClusterConfig, coordinator: Coordinator, store: NodeStore, rmLinks: [String: RMLink],
+        connections: Connections, clock: NodeClock, logger: Logger, promised: [UInt32: Epoch]
+    ) {
+        self.connections = connections
         self.name = name
         self.config = config
+        self.nodeID = coordinator.nodeIndex + 1
         self.coordinator = coordinator
-        self.log = log
-        self.links = links
+        self.store = store
+        self.rmLinks = rmLinks
         self.clock = clock
         self.logger = logger
-        self.map = config.partitionMap
+        let map = config.partitionMap
+        self.map = map
+        self.memberOf = (0..<map.partitionCount).filter { map.replicaGroup(of: $0).contains(name) }
+        self.promised = promised
+        self.membership = Membership(
+            me: name, peers: config.nodes.map(\.name).filter { $0 != name }, replicationFactor: config.replicationFactor,
+            suspicionTimeout: UInt64(config.timing.suspicionTimeoutMs), startedAt: clock.now())
+    }
+
+    func attach(_ links: [String: PeerLink]) {
+        peerLinks = links
     }
 
     // MARK: - Client requests
 
-    enum SubmitAnswer: Sendable {
+    enum Answer: Sendable {
         case status(TxnStatus, partition: UInt32)
         case redirect(Dtc_V1_Redirect)
+        case unavailable(String)
         case overloaded(Int)
     }
 
-    func submit(_ txnID: TxnID, branches: [Branch]) async -> SubmitAnswer {
+    func submit(_ txnID: TxnID, branches: [Branch]) async -> Answer {
         let partition = map.partition(of: txnID)
-        guard coordinator.leads(partition) else { return .redirect(redirect(for: partition)) }
+        if let refusal = refusal(for: partition) { return refusal }
         switch coordinator.submit(txnID, branches: branches, partition: partition, now: clock.now()) {
         case .overloaded(let inFlight):
             return .overloaded(inFlight)
         case .accepted(let output):
-            let status = await withCheckedContinuation { continuation in
-                waiters[txnID, default: []].append(continuation)
-                apply(output)
-            }
-            return .status(status, partition: partition)
+            return await outcome(of: txnID, partition: partition, after: output)
         }
     }
 
     /// Termination protocol: the outcome for an RM that holds `txnID` prepared. PREPARING means
     /// "still undecided, ask again".
-    func resolve(_ txnID: TxnID, partition: UInt32) async -> SubmitAnswer {
-        guard coordinator.leads(partition) else { return .redirect(redirect(for: partition)) }
+    func resolve(_ txnID: TxnID, partition: UInt32) async -> Answer {
+        if let refusal = refusal(for: partition) { return refusal }
         guard let output = coordinator.resolve(txnID, partition: partition) else {
             return .status(.preparing, partition: partition)
         }
+        return await outcome(of: txnID, partition: partition, after: output)
+    }
+
+    private func outcome(of txnID: TxnID, partition: UInt32, after output: CoordinatorOutput) async -> Answer {
         let status = await withCheckedContinuation { continuation in
             waiters[txnID, default: []].append(continuation)
             apply(output)
         }
+        guard let status else { return .unavailable("\(name) stopped leading partition \(partition); retry") }
         return .status(status, partition: partition)
     }
 
     enum TxnAnswer: Sendable {
         case snapshot(TxnSnapshot)
-        case redirect(Dtc_V1_Redirect)
+        case refused(Answer)
         case notFound
     }
 
-    /// A txn's state, answered only once everything appended so far is durable, so a decision
-    /// is never reported before it is on disk.
+    /// A txn's state, answered only once everything appended so far is durable on a quorum,
+    /// so a decision is never reported before it is made.
     func txn(_ txnID: TxnID) async -> TxnAnswer {
         let partition = map.partition(of: txnID)
-        guard coordinator.leads(partition) else { return .redirect(redirect(for: partition)) }
+        if let refusal = refusal(for: partition) { return .refused(refusal) }
         guard let snapshot = coordinator.snapshot(of: txnID) else { return .notFound }
         await withCheckedContinuation { continuation in
-            hold(.waiter(continuation))
+            hold(.waiter(continuation), partition: partition)
         }
         return .snapshot(snapshot)
+    }
+
+    /// Why this node cannot serve `partition` now: another leads it, a takeover is pending,
+    /// or the partition has lost its quorum. Nil if it can.
+    private func refusal(for partition: UInt32) -> Answer? {
+        let members = map.replicaGroup(of: partition)
+        guard coordinator.leads(partition) else {
+            if let leader = membership.leader(of: partition), leader.node != name, membership.isAlive(leader.node) {
+                return .redirect(redirect(to: leader.node, partition: partition))
+            }
+            if !members.contains(name) { return .redirect(redirect(to: members[0], partition: partition)) }
+            return .unavailable("partition \(partition) has no leader yet (members \(members.joined(separator: ", ")); takeover pending)")
+        }
+        let live = members.filter { $0 == name || membership.isAlive($0) }
+        guard live.count >= members.count / 2 + 1 else {
+            return .unavailable("partition \(partition) has no quorum: live \(live.joined(separator: ", ")) of \(members.joined(separator: ", "))")
+        }
+        return nil
     }
 
     func status() -> Dtc_V1_StatusResponse {
@@ -112,9 +177,20 @@ actor NodeRuntime: RMReplyHandler {
         response.committed = coordinator.counters.committed
         response.aborted = coordinator.counters.aborted
         response.recovered = coordinator.counters.recovered
-        response.logRecords = UInt64((try? log.recordCount()) ?? 0)
-        response.logSyncs = log.syncCount
+        response.logRecords = UInt64((try? store.rows.rowCount()) ?? 0)
+        response.logSyncs = store.rows.syncCount
         response.uptimeMs = clock.elapsedMillis()
+        response.trimmed = trimmed
+        response.ready = membership.isReady
+        response.takeovers = takeovers
+        let now = clock.now()
+        response.peers = membership.peers.map { peer in
+            .with {
+                $0.node = peer
+                $0.alive = membership.isAlive(peer)
+                $0.lastHeardMsAgo = membership.lastHeard[peer].map { now - min(now, $0) } ?? UInt64.max
+            }
+        }
         return response
     }
 
@@ -126,9 +202,12 @@ actor NodeRuntime: RMReplyHandler {
         for (txnID, vote) in votes {
             output.merge(coordinator.voteReceived(vote, txn: txnID, from: rm, now: now))
         }
+        if output.recordsToAppend.contains(where: \.isCommit) { CrashPoints.shared.reached(.afterVotes) }
         apply(output)
     }
 
+    /// A refused decision (a stale epoch) counts as acknowledged: the RM has a decision from a
+    /// newer leader, which finishes the txn.
     func acksReceived(_ acks: [(TxnID, accepted: Bool, reason: String)], from rm: String) {
         var output = CoordinatorOutput()
         for (txnID, accepted, reason) in acks {
@@ -139,57 +218,91 @@ actor NodeRuntime: RMReplyHandler {
     }
 
     func tick() {
-        apply(coordinator.tick(now: clock.now()))
+        let now = clock.now()
+        apply(coordinator.tick(now: now))
+        membership.tick(now: now)
+        trimExpired(now: now)
+        guard membership.isReady else { return }
+        let partitions = memberOf.filter { shouldTakeOver($0, now: now) }
+        guard !partitions.isEmpty else { return }
+        fencing.formUnion(partitions)
+        Task { await self.takeOver(partitions) }
     }
 
-    /// Applies the output of recovery (called once before serving).
-    func start(recoveredFrom records: [PartitionRecord]) {
-        let output = coordinator.recover(records, now: clock.now())
-        logger.info("recovered \(coordinator.counters.recovered) unfinished txns from \(records.count) log records")
-        apply(output)
-    }
+    // MARK: - Persist and replicate before send
 
-    // MARK: - Persist before send
-
-    /// Queues the records, sends what depends on nothing unsynced, and holds the rest until
-    /// every sync append issued so far is durable.
+    /// Appends each partition's records locally and to its other members, sends what depends on
+    /// nothing unsynced, and holds the rest until a quorum holds every record appended so far.
     private func apply(_ output: CoordinatorOutput) {
-        if !output.recordsToAppend.isEmpty {
-            let records = output.recordsToAppend.map { (partition: $0.partition, payload: $0.record.encoded()) }
-            if output.mustSync {
-                syncsIssued += 1
-                let ticket = syncsIssued
-                log.append(records) { result in
-                    if case .failure(let error) = result {
-                        fatalError("dtc-node: log append failed, stopping to recover from the log: \(error)")
-                    }
-                    Task { await self.markDurable(ticket) }
-                }
-            } else {
-                log.append(records) { result in
-                    if case .failure(let error) = result {
-                        fatalError("dtc-node: lazy log append failed, stopping to recover from the log: \(error)")
-                    }
-                }
-            }
-        }
+        var records: [UInt32: [PartitionRecord]] = [:]
+        for entry in output.recordsToAppend { records[entry.partition, default: []].append(entry) }
+        for (partition, entries) in records.sorted(by: { $0.key < $1.key }) { append(entries, partition: partition) }
         send(output.messagesNow)
-        if !output.messagesAfterAppend.isEmpty { hold(.messages(output.messagesAfterAppend)) }
-        if !output.replies.isEmpty { hold(.replies(output.replies)) }
+        var messages: [UInt32: [Envelope]] = [:]
+        for envelope in output.messagesAfterAppend { messages[envelope.partition, default: []].append(envelope) }
+        for (partition, envelopes) in messages { hold(.messages(envelopes), partition: partition) }
+        var replies: [UInt32: [ClientReply]] = [:]
+        for reply in output.replies { replies[map.partition(of: reply.txnID), default: []].append(reply) }
+        for (partition, partitionReplies) in replies { hold(.replies(partitionReplies), partition: partition) }
     }
 
-    private func hold(_ release: Release) {
-        if syncsDurable >= syncsIssued {
+    private func append(_ entries: [PartitionRecord], partition: UInt32) {
+        guard var replica = replication[partition], let epoch = coordinator.epochs[partition] else {
+            preconditionFailure("\(name) appends to partition \(partition), which it does not lead")
+        }
+        replica.issued += 1
+        let ticket = replica.issued
+        if entries.contains(where: \.isCommit) { replica.commitTickets.append(ticket) }
+        replication[partition] = replica
+        let append = Dtc_V1_Append.with {
+            $0.partition = partition
+            $0.epochCounter = epoch.counter
+            $0.epochNode = epoch.node
+            $0.ticket = ticket
+            $0.records = entries.map { Data($0.record.encoded()) }
+        }
+        let followers = replica.members.filter { $0 != name }.compactMap { peerLinks[$0] }
+        // For the crash point "after-commit-local" the followers get a COMMIT only once it is
+        // durable here, so that the crash surely falls between local durability and quorum.
+        let holdForCrash = CrashPoints.shared.isArmed(.afterCommitLocal) && entries.contains(where: \.isCommit)
+        store.append(entries) { result in
+            if case .failure(let error) = result { fatalError("dtc-node: log append failed, stopping to recover: \(error)") }
+            if holdForCrash {
+                CrashPoints.shared.reached(.afterCommitLocal)
+                for link in followers { link.send([append]) }
+            }
+            Task { await self.acknowledged(partition: partition, ticket: ticket, by: self.name) }
+        }
+        if !holdForCrash {
+            for link in followers { link.send([append]) }
+        }
+        scheduleTrims(entries, partition: partition)
+    }
+
+    private func hold(_ release: Release, partition: UInt32) {
+        guard var replica = replication[partition] else {
+            drop(release)
+            return
+        }
+        if replica.quorumDurable >= replica.issued {
             perform(release)
         } else {
-            held.append((syncsIssued, release))
+            replica.held.append((replica.issued, release))
+            replication[partition] = replica
         }
     }
 
-    private func markDurable(_ ticket: UInt64) {
-        syncsDurable = max(syncsDurable, ticket)
-        let ready = held.prefix { $0.after <= syncsDurable }
-        held.removeFirst(ready.count)
+    private func acknowledged(partition: UInt32, ticket: UInt64, by member: String) {
+        guard var replica = replication[partition] else { return }
+        replica.durable[member] = max(replica.durable[member] ?? 0, ticket)
+        let durable = replica.quorumDurable
+        if replica.commitTickets.contains(where: { $0 <= durable }) {
+            replica.commitTickets.removeAll { $0 <= durable }
+            CrashPoints.shared.reached(.afterCommitQuorum)
+        }
+        let ready = replica.held.prefix { $0.ticket <= durable }
+        replica.held.removeFirst(ready.count)
+        replication[partition] = replica
         for item in ready { perform(item.release) }
     }
 
@@ -204,6 +317,11 @@ actor NodeRuntime: RMReplyHandler {
         }
     }
 
+    /// What was held for a partition this node no longer leads is never sent.
+    private func drop(_ release: Release) {
+        if case .waiter(let continuation) = release { continuation.resume() }
+    }
+
     private func send(_ envelopes: [Envelope]) {
         guard !envelopes.isEmpty else { return }
         var prepares: [String: [PrepareMessage]] = [:]
@@ -215,19 +333,342 @@ actor NodeRuntime: RMReplyHandler {
             }
         }
         for rm in Set(prepares.keys).union(decisions.keys) {
-            guard let link = links[rm] else {
+            guard let link = rmLinks[rm] else {
                 preconditionFailure("no link to RM \(rm); branches are validated against cluster.json")
             }
             link.send(prepares[rm] ?? [], decisions[rm] ?? [])
         }
     }
 
-    private func redirect(for partition: UInt32) -> Dtc_V1_Redirect {
-        let leader = map.homeLeader(of: partition)
+    // MARK: - Followers
+
+    func appendsAcked(_ acks: [Dtc_V1_AppendAck], from peer: String) {
+        for ack in acks {
+            if ack.accepted {
+                acknowledged(partition: ack.partition, ticket: ack.ticket, by: peer)
+                continue
+            }
+            let theirs = Epoch(counter: ack.promisedCounter, node: ack.promisedNode)
+            if let mine = coordinator.epochs[ack.partition], theirs > mine {
+                logger.warning("\(peer) promised epoch \(theirs) for partition \(ack.partition), above ours (\(mine)): stepping down")
+                stepDown(ack.partition)
+            }
+        }
+    }
+
+    /// A (re)connected follower gets every in-flight txn of the partitions it shares with us
+    /// again; its acks count from that catch-up on.
+    func peerConnected(_ peer: String) {
+        peerLinks[peer]?.discardQueued()
+        catchUp(peer, partitions: replication.keys.sorted())
+    }
+
+    private func catchUp(_ peer: String, partitions: [UInt32]) {
+        guard let link = peerLinks[peer] else { return }
+        var appends: [Dtc_V1_Append] = []
+        for partition in partitions {
+            guard let replica = replication[partition], replica.members.contains(peer) else { continue }
+            replication[partition]!.durable[peer] = 0
+            let epoch = coordinator.epochs[partition]!
+            appends.append(.with {
+                $0.partition = partition
+                $0.epochCounter = epoch.counter
+                $0.epochNode = epoch.node
+                $0.ticket = replica.issued
+                $0.records = coordinator.activeRecords(partition: partition).map { Data($0.encoded()) }
+            })
+        }
+        link.send(appends)
+    }
+
+    /// A leader's appends, as a follower: accepted when their epoch is at least the one promised
+    /// for the partition, acknowledged once durable.
+    func appendsReceived(_ appends: [Dtc_V1_Append], from leader: String, replyTo acks: BatchQueue<Dtc_V1_AppendAck>) {
+        for append in appends {
+            let epoch = Epoch(counter: append.epochCounter, node: append.epochNode)
+            let partition = append.partition
+            let current = promised[partition] ?? .zero
+            guard membership.isReady, epoch >= current, !coordinator.leads(partition) || epoch > coordinator.epochs[partition]! else {
+                acks.append(contentsOf: [refusal(append, promised: membership.isReady ? current : .zero)])
+                continue
+            }
+            if coordinator.leads(partition) { stepDown(partition) }
+            promised[partition] = epoch
+            membership.learn(partition, leader: leader, epoch: epoch)
+            let entries = append.records.compactMap { try? LogRecord(decoding: [UInt8]($0)) }.map { PartitionRecord(partition: partition, record: $0) }
+            scheduleTrims(entries, partition: partition)
+            let ticket = append.ticket
+            store.append(entries, promises: epoch > current ? [partition: epoch] : [:]) { result in
+                if case .failure(let error) = result { fatalError("dtc-node: replicated append failed, stopping to recover: \(error)") }
+                acks.append(contentsOf: [.with { $0.partition = partition; $0.ticket = ticket; $0.accepted = true }])
+            }
+        }
+    }
+
+    private func refusal(_ append: Dtc_V1_Append, promised: Epoch) -> Dtc_V1_AppendAck {
+        .with {
+            $0.partition = append.partition
+            $0.ticket = append.ticket
+            $0.accepted = false
+            $0.promisedCounter = promised.counter
+            $0.promisedNode = promised.node
+        }
+    }
+
+    // MARK: - Failure detection
+
+    func heartbeatReceived(_ request: Dtc_V1_HeartbeatRequest) -> Dtc_V1_HeartbeatResponse {
+        heard(request.node, leads: request.leads, promised: [], ready: true)
         return .with {
+            $0.node = name
+            $0.leads = leadsList()
+            $0.promised = promised.sorted { $0.key < $1.key }.map { partition, epoch in
+                .with { $0.partition = partition; $0.epochCounter = epoch.counter; $0.epochNode = epoch.node }
+            }
+            $0.ready = membership.isReady
+        }
+    }
+
+    func heartbeatAnswered(_ response: Dtc_V1_HeartbeatResponse) {
+        heard(response.node, leads: response.leads, promised: response.promised, ready: response.ready)
+    }
+
+    func heartbeatRequest() -> Dtc_V1_HeartbeatRequest {
+        .with {
+            $0.node = name
+            $0.leads = leadsList()
+        }
+    }
+
+    private func leadsList() -> [Dtc_V1_PartitionEpoch] {
+        coordinator.epochs.sorted { $0.key < $1.key }.map { partition, epoch in
+            .with { $0.partition = partition; $0.epochCounter = epoch.counter; $0.epochNode = epoch.node; $0.leader = name }
+        }
+    }
+
+    /// A peer is alive and says what it leads: adopt higher epochs, and step down from a
+    /// partition that a higher epoch now leads.
+    private func heard(_ peer: String, leads: [Dtc_V1_PartitionEpoch], promised peerPromises: [Dtc_V1_PartitionEpoch], ready: Bool) {
+        membership.heard(peer, at: clock.now(), isReady: ready)
+        for lead in leads {
+            let epoch = Epoch(counter: lead.epochCounter, node: lead.epochNode)
+            membership.learn(lead.partition, leader: peer, epoch: epoch)
+            if let mine = coordinator.epochs[lead.partition], epoch > mine {
+                logger.warning("\(peer) leads partition \(lead.partition) at epoch \(epoch), above ours (\(mine)): stepping down")
+                stepDown(lead.partition)
+            }
+        }
+        // Adopting a peer's promise only makes this node refuse more: safe, and it is how a
+        // node that lost its data learns the epochs it must not go below.
+        for promise in peerPromises {
+            let epoch = Epoch(counter: promise.epochCounter, node: promise.epochNode)
+            membership.observe(promise.partition, epoch: epoch)
+            promised[promise.partition] = max(promised[promise.partition] ?? .zero, epoch)
+        }
+    }
+
+    // MARK: - Takeover
+
+    private func shouldTakeOver(_ partition: UInt32, now: UInt64) -> Bool {
+        guard !coordinator.leads(partition), !fencing.contains(partition), now >= (retryTakeoverAt[partition] ?? 0) else { return false }
+        if let leader = membership.leader(of: partition), leader.node != name, membership.isAlive(leader.node) { return false }
+        let members = map.replicaGroup(of: partition)
+        return members.first { $0 == name || membership.isAlive($0) } == name
+    }
+
+    /// Fences the partitions at new epochs: a quorum of each one's members promise it
+    /// (refusing the old leader from then on) and return their rows; the merged rows go to the
+    /// core, which re-appends every decision at the new epoch and aborts every undecided txn.
+    /// One Fence RPC per member carries all the partitions it shares with this node.
+    private func takeOver(_ partitions: [UInt32]) async {
+        defer { fencing.subtract(partitions) }
+        let started = clock.now()
+        var epochs: [UInt32: Epoch] = [:]
+        for partition in partitions {
+            let seen = [promised[partition], membership.leader(of: partition)?.epoch, membership.observed(partition)].compactMap { $0 }.max() ?? .zero
+            epochs[partition] = seen.next(for: nodeID)
+            promised[partition] = epochs[partition]
+        }
+        await persistPromises(epochs)
+        var rows: [UInt32: [TxnRow]] = [:]
+        var promisedBy: [UInt32: [String]] = [:]
+        for partition in partitions {
+            rows[partition] = (try? store.rows(of: partition)) ?? []
+            promisedBy[partition] = [name]
+        }
+        for (member, promises) in await fence(epochs) {
+            for promise in promises {
+                guard epochs[promise.partition] != nil else { continue }
+                if promise.promised {
+                    promisedBy[promise.partition]!.append(member)
+                    rows[promise.partition]! += promise.rows.compactMap { try? TxnRow(decoding: [UInt8]($0)) }
+                } else {
+                    membership.observe(promise.partition, epoch: Epoch(counter: promise.promisedCounter, node: promise.promisedNode))
+                }
+            }
+        }
+        for partition in partitions {
+            let members = map.replicaGroup(of: partition)
+            let epoch = epochs[partition]!
+            guard promisedBy[partition]!.count >= members.count / 2 + 1, promised[partition] == epoch, !coordinator.leads(partition) else {
+                retryTakeoverAt[partition] = clock.now() + UInt64(config.timing.heartbeatMs * 3)
+                logger.info("takeover of partition \(partition) at epoch \(epoch) failed: promises from \(promisedBy[partition]!.joined(separator: ", ")) of \(members.joined(separator: ", "))")
+                continue
+            }
+            install(partition, epoch: epoch, rows: mergeRows(rows[partition]!), promisedBy: promisedBy[partition]!, started: started)
+        }
+    }
+
+    private func install(_ partition: UInt32, epoch: Epoch, rows: [TxnRow], promisedBy: [String], started: UInt64) {
+        let members = map.replicaGroup(of: partition)
+        replication[partition] = Replication(members: members)
+        membership.learn(partition, leader: name, epoch: epoch)
+        let output = coordinator.takeOver(partition: partition, epoch: epoch, rows: rows, now: clock.now())
+        takeovers += 1
+        let inDoubt = rows.filter { !$0.isEnded && !$0.branches.isEmpty }
+        if !inDoubt.isEmpty || takeovers % 64 == 1 {
+            logger.info("took over partition \(partition) at epoch \(epoch) in \(clock.now() - started) ms, promises from \(promisedBy.joined(separator: ", ")): \(inDoubt.count) txns in doubt, \(inDoubt.filter { $0.decision?.outcome == .commit }.count) commits to finish")
+        }
+        apply(output)
+    }
+
+    private func persistPromises(_ epochs: [UInt32: Epoch]) async {
+        do {
+            try await store.promise(epochs)
+        } catch {
+            fatalError("dtc-node: persisting promises failed: \(error)")
+        }
+    }
+
+    private nonisolated func fence(_ epochs: [UInt32: Epoch]) async -> [(String, [Dtc_V1_PartitionPromise])] {
+        var byMember: [String: [Dtc_V1_PartitionEpoch]] = [:]
+        for (partition, epoch) in epochs {
+            for member in map.replicaGroup(of: partition) where member != name {
+                byMember[member, default: []].append(.with {
+                    $0.partition = partition
+                    $0.epochCounter = epoch.counter
+                    $0.epochNode = epoch.node
+                })
+            }
+        }
+        var callOptions = CallOptions.defaults
+        callOptions.timeout = .milliseconds(max(300, config.timing.suspicionTimeoutMs))
+        callOptions.waitForReady = false
+        let options = callOptions
+        let candidate = name
+        return await withTaskGroup(of: (String, [Dtc_V1_PartitionPromise]).self) { group in
+            for (member, partitions) in byMember {
+                guard let address = config.node(named: member)?.address else { continue }
+                let request = Dtc_V1_FenceRequest.with { $0.candidate = candidate; $0.partitions = partitions }
+                group.addTask {
+                    (member, (try? await self.connections.replica(address).fence(request, options: options).promises) ?? [])
+                }
+            }
+            var responses: [(String, [Dtc_V1_PartitionPromise])] = []
+            for await response in group { responses.append(response) }
+            return responses
+        }
+    }
+
+    /// A candidate asks this node to promise new epochs: each above every epoch promised or
+    /// led here is promised (durably, before the answer) and answered with this node's rows.
+    func fenceRequested(_ request: Dtc_V1_FenceRequest) async -> Dtc_V1_FenceResponse {
+        var granted: [UInt32: Epoch] = [:]
+        var refused: [Dtc_V1_PartitionPromise] = []
+        for wanted in request.partitions {
+            let partition = wanted.partition
+            let epoch = Epoch(counter: wanted.epochCounter, node: wanted.epochNode)
+            let current = max(promised[partition] ?? .zero, coordinator.epochs[partition] ?? .zero)
+            guard membership.isReady, epoch > current else {
+                refused.append(.with {
+                    $0.partition = partition
+                    $0.promised = false
+                    $0.promisedCounter = current.counter
+                    $0.promisedNode = current.node
+                })
+                continue
+            }
+            granted[partition] = epoch
+            promised[partition] = epoch
+            membership.observe(partition, epoch: epoch)
+            if coordinator.leads(partition) {
+                logger.warning("\(request.candidate) fences partition \(partition) at epoch \(epoch): stepping down")
+                stepDown(partition)
+            }
+        }
+        if !granted.isEmpty { await persistPromises(granted) }
+        let promises = granted.sorted { $0.key < $1.key }.map { partition, epoch in
+            Dtc_V1_PartitionPromise.with {
+                $0.partition = partition
+                $0.promised = true
+                $0.promisedCounter = epoch.counter
+                $0.promisedNode = epoch.node
+                $0.rows = ((try? store.rows(of: partition)) ?? []).map { Data($0.encoded()) }
+            }
+        }
+        return .with { $0.promises = promises + refused }
+    }
+
+    /// Stops leading: held messages and replies of the partition are never sent, and clients
+    /// waiting on its txns are told to retry (the new leader answers them).
+    private func stepDown(_ partition: UInt32) {
+        let dropped = coordinator.stepDown(partition: partition)
+        for item in replication.removeValue(forKey: partition)?.held ?? [] { drop(item.release) }
+        for txnID in dropped {
+            for waiter in waiters.removeValue(forKey: txnID) ?? [] { waiter.resume(returning: nil) }
+        }
+        logger.info("stepped down from partition \(partition); \(dropped.count) in-flight txns left to the new leader")
+    }
+
+    // MARK: - Trimming
+
+    /// Rows of ENDed txns leave the log after the retention period.
+    private func scheduleTrims(_ entries: [PartitionRecord], partition: UInt32) {
+        let due = clock.now() + UInt64(config.timing.logRetentionMs)
+        for entry in entries {
+            if case .end(let txnID) = entry.record { trimQueue.append((due, partition, txnID)) }
+        }
+    }
+
+    /// After a restart: rows that had ENDed before it are trimmed a retention period from now.
+    func scheduleTrimsOfStoredRows() throws {
+        let due = clock.now() + UInt64(config.timing.logRetentionMs)
+        for partition in memberOf {
+            for row in try store.rows(of: partition) where row.isEnded {
+                trimQueue.append((due, partition, row.txnID))
+            }
+        }
+    }
+
+    private func trimExpired(now: UInt64) {
+        let expired = trimQueue.prefix { $0.due <= now }
+        guard !expired.isEmpty else { return }
+        trimQueue.removeFirst(expired.count)
+        store.trim(expired.map { ($0.partition, $0.txnID) })
+        trimmed += UInt64(expired.count)
+    }
+
+    private func redirect(to leader: String, partition: UInt32) -> Dtc_V1_Redirect {
+        .with {
             $0.node = leader
             $0.address = config.node(named: leader)?.address ?? ""
             $0.partition = partition
+        }
+    }
+}
+
+extension PartitionRecord {
+    var isCommit: Bool {
+        if case .decision(_, .commit, _, _) = record { return true }
+        return false
+    }
+}
+
+extension Envelope {
+    var partition: UInt32 {
+        switch self {
+        case .prepare(_, let message): message.sender.partition
+        case .decision(_, let message): message.sender.partition
         }
     }
 }

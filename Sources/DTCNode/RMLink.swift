@@ -59,7 +59,10 @@ final class RMLink: Sendable {
         do {
             try await connections.resourceManager(address).exchange(options: options) { writer in
                 while let batch = await self.outgoing.next() {
-                    try await writer.write(Self.request(batch))
+                    let request = Self.request(batch)
+                    try await writer.write(request)
+                    if !request.prepares.isEmpty { CrashPoints.shared.reached(.afterPreparesSent) }
+                    if request.decisions.contains(where: \.commit) { CrashPoints.shared.reached(.midwayCommits) }
                 }
             } onResponse: { response in
                 for try await message in response.messages {

@@ -80,10 +80,13 @@ struct ClusterReader {
                 status.prepared == 0
             else { return false }
         }
+        // A node that is down cannot be asked; its partitions are led by others.
         for node in config.nodes {
-            guard let status = try? await connections.coordinator(node.address).status(Dtc_V1_StatusRequest(), options: options),
-                status.inFlight == 0
-            else { return false }
+            if let status = try? await connections.coordinator(node.address).status(Dtc_V1_StatusRequest(), options: options),
+                status.inFlight > 0
+            {
+                return false
+            }
         }
         return true
     }

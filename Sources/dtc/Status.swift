@@ -13,14 +13,17 @@ struct Status: AsyncParsableCommand {
         let connections = Connections()
         defer { Task { await connections.close() } }
         let options = Router(config: config, connections: connections).callOptions
-        print("node  address          state  partitions  in-flight  committed  aborted  recovered  log-records  log-syncs")
+        print("node  address          state  led  in-flight  committed  aborted  recovered  takeovers  log-rows  trimmed  syncs  peers (alive, last heard)")
         for node in config.nodes {
             guard let s = try? await connections.coordinator(node.address).status(Dtc_V1_StatusRequest(), options: options) else {
                 print(pad(node.name, 6) + pad(node.address, 17) + "down")
                 continue
             }
-            print(pad(node.name, 6) + pad(node.address, 17) + pad("up", 7) + pad("\(s.partitions.count)", 12) + pad("\(s.inFlight)", 11)
-                + pad("\(s.committed)", 11) + pad("\(s.aborted)", 9) + pad("\(s.recovered)", 11) + pad("\(s.logRecords)", 13) + "\(s.logSyncs)")
+            let peers = s.peers.map { "\($0.node) \($0.alive ? "up" : "DOWN")\($0.lastHeardMsAgo == UInt64.max ? "" : " \($0.lastHeardMsAgo)ms")" }
+            print(pad(node.name, 6) + pad(node.address, 17) + pad(s.ready ? "up" : "joining", 7) + pad("\(s.partitions.count)", 5)
+                + pad("\(s.inFlight)", 11) + pad("\(s.committed)", 11) + pad("\(s.aborted)", 9) + pad("\(s.recovered)", 11)
+                + pad("\(s.takeovers)", 11) + pad("\(s.logRecords)", 10) + pad("\(s.trimmed)", 9) + pad("\(s.logSyncs)", 7)
+                + peers.joined(separator: ", "))
         }
         print("")
         print("rm         address          state  prepared  committed  aborted  locks  stale-epoch-refusals  syncs")

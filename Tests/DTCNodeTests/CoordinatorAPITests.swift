@@ -28,7 +28,8 @@ struct LiveNode {
                      {"name": "accounts", "service": "accounts", "host": "127.0.0.1", "port": \(base + 2), "dataDir": "a"}],
              "seed": {"skus": 1, "unitsPerSku": 1, "users": 1, "centsPerUser": 1},
              "timing": {"tickMs": 20, "prepareTimeoutMs": 500, "lockWaitTimeoutMs": 100, "decisionRetryInitialMs": 50,
-                        "decisionRetryMaxMs": 500, "inquiryAfterMs": 1000, "rpcTimeoutMs": 2000}}
+                        "decisionRetryMaxMs": 500, "inquiryAfterMs": 1000, "rpcTimeoutMs": 2000,
+                        "heartbeatMs": 50, "suspicionTimeoutMs": 500, "logRetentionMs": 60000}}
             """
         try json.write(toFile: directory + "/cluster.json", atomically: true, encoding: .utf8)
         let config = try ClusterConfig.load(path: directory + "/cluster.json")
@@ -44,13 +45,14 @@ struct LiveNode {
 
     func status() async throws -> Dtc_V1_StatusResponse { try await client().status(Dtc_V1_StatusRequest()) }
 
-    /// Polls Status until the node answers (bounded).
+    /// Polls Status until the node leads its partitions (bounded): with its one peer down, it
+    /// takes them over once the suspicion timeout has passed.
     private func waitUntilServing() async throws {
-        for _ in 0..<200 {
-            if (try? await status()) != nil { return }
+        for _ in 0..<400 {
+            if let status = try? await status(), !status.partitions.isEmpty { return }
             try await Task.sleep(for: .milliseconds(25))
         }
-        Issue.record("node did not start serving")
+        Issue.record("node did not start leading its partitions")
     }
 
     func stop() async {

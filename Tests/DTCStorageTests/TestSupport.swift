@@ -15,16 +15,16 @@ struct TemporaryDirectory: ~Copyable {
     deinit { try? FileManager.default.removeItem(atPath: path) }
 }
 
-/// An environment, committer and log over one path, closed in the order LMDB needs.
-final class LogFixture: Sendable {
+/// An environment, committer and row store over one path, closed in the order LMDB needs.
+final class StoreFixture: Sendable {
     let environment: LMDBEnvironment
     let committer: GroupCommitter
-    let log: DurableLog
+    let store: RowStore
 
     init(path: String) throws {
         environment = try LMDBEnvironment(path: path, mapSizeBytes: 64 << 20)
         committer = GroupCommitter(environment: environment)
-        log = try DurableLog(environment: environment, committer: committer)
+        store = try RowStore(environment: environment, committer: committer)
     }
 
     /// Drains the committer and closes the environment so the path can be reopened.

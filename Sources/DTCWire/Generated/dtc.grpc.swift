@@ -1608,3 +1608,680 @@ extension Dtc_V1_ResourceManager.ClientProtocol {
         )
     }
 }
+
+// MARK: - dtc.v1.Replica
+
+/// Namespace containing generated types for the "dtc.v1.Replica" service.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+public enum Dtc_V1_Replica: Sendable {
+    /// Service descriptor for the "dtc.v1.Replica" service.
+    public static let descriptor = GRPCCore.ServiceDescriptor(fullyQualifiedService: "dtc.v1.Replica")
+    /// Namespace for method metadata.
+    public enum Method: Sendable {
+        /// Namespace for "Heartbeat" metadata.
+        public enum Heartbeat: Sendable {
+            /// Request type for "Heartbeat".
+            public typealias Input = Dtc_V1_HeartbeatRequest
+            /// Response type for "Heartbeat".
+            public typealias Output = Dtc_V1_HeartbeatResponse
+            /// Descriptor for "Heartbeat".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "dtc.v1.Replica"),
+                method: "Heartbeat",
+                type: .unary
+            )
+        }
+        /// Namespace for "Fence" metadata.
+        public enum Fence: Sendable {
+            /// Request type for "Fence".
+            public typealias Input = Dtc_V1_FenceRequest
+            /// Response type for "Fence".
+            public typealias Output = Dtc_V1_FenceResponse
+            /// Descriptor for "Fence".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "dtc.v1.Replica"),
+                method: "Fence",
+                type: .unary
+            )
+        }
+        /// Namespace for "Replicate" metadata.
+        public enum Replicate: Sendable {
+            /// Request type for "Replicate".
+            public typealias Input = Dtc_V1_AppendBatch
+            /// Response type for "Replicate".
+            public typealias Output = Dtc_V1_AppendAcks
+            /// Descriptor for "Replicate".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "dtc.v1.Replica"),
+                method: "Replicate",
+                type: .bidirectionalStreaming
+            )
+        }
+        /// Descriptors for all methods in the "dtc.v1.Replica" service.
+        public static let descriptors: [GRPCCore.MethodDescriptor] = [
+            Heartbeat.descriptor,
+            Fence.descriptor,
+            Replicate.descriptor
+        ]
+    }
+}
+
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension GRPCCore.ServiceDescriptor {
+    /// Service descriptor for the "dtc.v1.Replica" service.
+    public static let dtc_v1_Replica = GRPCCore.ServiceDescriptor(fullyQualifiedService: "dtc.v1.Replica")
+}
+
+// MARK: dtc.v1.Replica (server)
+
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Dtc_V1_Replica {
+    /// Streaming variant of the service protocol for the "dtc.v1.Replica" service.
+    ///
+    /// This protocol is the lowest-level of the service protocols generated for this service
+    /// giving you the most flexibility over the implementation of your service. This comes at
+    /// the cost of more verbose and less strict APIs. Each RPC requires you to implement it in
+    /// terms of a request stream and response stream. Where the RPC expects only a single
+    /// request or response message, you are responsible for ensuring your implementation
+    /// maintains this invariant.
+    ///
+    /// Where possible, prefer using the stricter, less-verbose ``ServiceProtocol``
+    /// or ``SimpleServiceProtocol`` instead.
+    public protocol StreamingServiceProtocol: GRPCCore.RegistrableRPCService {
+        /// Handle the "Heartbeat" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Dtc_V1_HeartbeatRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Dtc_V1_HeartbeatResponse` messages.
+        func heartbeat(
+            request: GRPCCore.StreamingServerRequest<Dtc_V1_HeartbeatRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Dtc_V1_HeartbeatResponse>
+
+        /// Handle the "Fence" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Dtc_V1_FenceRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Dtc_V1_FenceResponse` messages.
+        func fence(
+            request: GRPCCore.StreamingServerRequest<Dtc_V1_FenceRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Dtc_V1_FenceResponse>
+
+        /// Handle the "Replicate" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Dtc_V1_AppendBatch` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Dtc_V1_AppendAcks` messages.
+        func replicate(
+            request: GRPCCore.StreamingServerRequest<Dtc_V1_AppendBatch>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Dtc_V1_AppendAcks>
+    }
+
+    /// Service protocol for the "dtc.v1.Replica" service.
+    ///
+    /// This protocol is higher level than ``StreamingServiceProtocol`` but lower level than
+    /// the ``SimpleServiceProtocol``, it provides access to request and response metadata and
+    /// trailing response metadata. If you don't need these then consider using
+    /// the ``SimpleServiceProtocol``. If you need fine grained control over your RPCs then
+    /// use ``StreamingServiceProtocol``.
+    public protocol ServiceProtocol: Dtc_V1_Replica.StreamingServiceProtocol {
+        /// Handle the "Heartbeat" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Dtc_V1_HeartbeatRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Dtc_V1_HeartbeatResponse` message.
+        func heartbeat(
+            request: GRPCCore.ServerRequest<Dtc_V1_HeartbeatRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Dtc_V1_HeartbeatResponse>
+
+        /// Handle the "Fence" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Dtc_V1_FenceRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Dtc_V1_FenceResponse` message.
+        func fence(
+            request: GRPCCore.ServerRequest<Dtc_V1_FenceRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Dtc_V1_FenceResponse>
+
+        /// Handle the "Replicate" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Dtc_V1_AppendBatch` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Dtc_V1_AppendAcks` messages.
+        func replicate(
+            request: GRPCCore.StreamingServerRequest<Dtc_V1_AppendBatch>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Dtc_V1_AppendAcks>
+    }
+
+    /// Simple service protocol for the "dtc.v1.Replica" service.
+    ///
+    /// This is the highest level protocol for the service. The API is the easiest to use but
+    /// doesn't provide access to request or response metadata. If you need access to these
+    /// then use ``ServiceProtocol`` instead.
+    public protocol SimpleServiceProtocol: Dtc_V1_Replica.ServiceProtocol {
+        /// Handle the "Heartbeat" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Dtc_V1_HeartbeatRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Dtc_V1_HeartbeatResponse` to respond with.
+        func heartbeat(
+            request: Dtc_V1_HeartbeatRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Dtc_V1_HeartbeatResponse
+
+        /// Handle the "Fence" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Dtc_V1_FenceRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Dtc_V1_FenceResponse` to respond with.
+        func fence(
+            request: Dtc_V1_FenceRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Dtc_V1_FenceResponse
+
+        /// Handle the "Replicate" method.
+        ///
+        /// - Parameters:
+        ///   - request: A stream of `Dtc_V1_AppendBatch` messages.
+        ///   - response: A response stream of `Dtc_V1_AppendAcks` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        func replicate(
+            request: GRPCCore.RPCAsyncSequence<Dtc_V1_AppendBatch, any Swift.Error>,
+            response: GRPCCore.RPCWriter<Dtc_V1_AppendAcks>,
+            context: GRPCCore.ServerContext
+        ) async throws
+    }
+}
+
+// Default implementation of 'registerMethods(with:)'.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Dtc_V1_Replica.StreamingServiceProtocol {
+    public func registerMethods<Transport>(with router: inout GRPCCore.RPCRouter<Transport>) where Transport: GRPCCore.ServerTransport {
+        router.registerHandler(
+            forMethod: Dtc_V1_Replica.Method.Heartbeat.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Dtc_V1_HeartbeatRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Dtc_V1_HeartbeatResponse>(),
+            handler: { request, context in
+                try await self.heartbeat(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Dtc_V1_Replica.Method.Fence.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Dtc_V1_FenceRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Dtc_V1_FenceResponse>(),
+            handler: { request, context in
+                try await self.fence(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Dtc_V1_Replica.Method.Replicate.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Dtc_V1_AppendBatch>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Dtc_V1_AppendAcks>(),
+            handler: { request, context in
+                try await self.replicate(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+    }
+}
+
+// Default implementation of streaming methods from 'StreamingServiceProtocol'.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Dtc_V1_Replica.ServiceProtocol {
+    public func heartbeat(
+        request: GRPCCore.StreamingServerRequest<Dtc_V1_HeartbeatRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Dtc_V1_HeartbeatResponse> {
+        let response = try await self.heartbeat(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func fence(
+        request: GRPCCore.StreamingServerRequest<Dtc_V1_FenceRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Dtc_V1_FenceResponse> {
+        let response = try await self.fence(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+}
+
+// Default implementation of methods from 'ServiceProtocol'.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Dtc_V1_Replica.SimpleServiceProtocol {
+    public func heartbeat(
+        request: GRPCCore.ServerRequest<Dtc_V1_HeartbeatRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Dtc_V1_HeartbeatResponse> {
+        return GRPCCore.ServerResponse<Dtc_V1_HeartbeatResponse>(
+            message: try await self.heartbeat(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func fence(
+        request: GRPCCore.ServerRequest<Dtc_V1_FenceRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Dtc_V1_FenceResponse> {
+        return GRPCCore.ServerResponse<Dtc_V1_FenceResponse>(
+            message: try await self.fence(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func replicate(
+        request: GRPCCore.StreamingServerRequest<Dtc_V1_AppendBatch>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Dtc_V1_AppendAcks> {
+        return GRPCCore.StreamingServerResponse<Dtc_V1_AppendAcks>(
+            metadata: [:],
+            producer: { writer in
+                try await self.replicate(
+                    request: request.messages,
+                    response: writer,
+                    context: context
+                )
+                return [:]
+            }
+        )
+    }
+}
+
+// MARK: dtc.v1.Replica (client)
+
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Dtc_V1_Replica {
+    /// Generated client protocol for the "dtc.v1.Replica" service.
+    ///
+    /// You don't need to implement this protocol directly, use the generated
+    /// implementation, ``Client``.
+    public protocol ClientProtocol: Sendable {
+        /// Call the "Heartbeat" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Dtc_V1_HeartbeatRequest` message.
+        ///   - serializer: A serializer for `Dtc_V1_HeartbeatRequest` messages.
+        ///   - deserializer: A deserializer for `Dtc_V1_HeartbeatResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func heartbeat<Result>(
+            request: GRPCCore.ClientRequest<Dtc_V1_HeartbeatRequest>,
+            serializer: some GRPCCore.MessageSerializer<Dtc_V1_HeartbeatRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Dtc_V1_HeartbeatResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Dtc_V1_HeartbeatResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "Fence" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Dtc_V1_FenceRequest` message.
+        ///   - serializer: A serializer for `Dtc_V1_FenceRequest` messages.
+        ///   - deserializer: A deserializer for `Dtc_V1_FenceResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func fence<Result>(
+            request: GRPCCore.ClientRequest<Dtc_V1_FenceRequest>,
+            serializer: some GRPCCore.MessageSerializer<Dtc_V1_FenceRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Dtc_V1_FenceResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Dtc_V1_FenceResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "Replicate" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request producing `Dtc_V1_AppendBatch` messages.
+        ///   - serializer: A serializer for `Dtc_V1_AppendBatch` messages.
+        ///   - deserializer: A deserializer for `Dtc_V1_AppendAcks` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func replicate<Result>(
+            request: GRPCCore.StreamingClientRequest<Dtc_V1_AppendBatch>,
+            serializer: some GRPCCore.MessageSerializer<Dtc_V1_AppendBatch>,
+            deserializer: some GRPCCore.MessageDeserializer<Dtc_V1_AppendAcks>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Dtc_V1_AppendAcks>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+    }
+
+    /// Generated client for the "dtc.v1.Replica" service.
+    ///
+    /// The ``Client`` provides an implementation of ``ClientProtocol`` which wraps
+    /// a `GRPCCore.GRPCCClient`. The underlying `GRPCClient` provides the long-lived
+    /// means of communication with the remote peer.
+    public struct Client<Transport>: ClientProtocol where Transport: GRPCCore.ClientTransport {
+        private let client: GRPCCore.GRPCClient<Transport>
+
+        /// Creates a new client wrapping the provided `GRPCCore.GRPCClient`.
+        ///
+        /// - Parameters:
+        ///   - client: A `GRPCCore.GRPCClient` providing a communication channel to the service.
+        public init(wrapping client: GRPCCore.GRPCClient<Transport>) {
+            self.client = client
+        }
+
+        /// Call the "Heartbeat" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Dtc_V1_HeartbeatRequest` message.
+        ///   - serializer: A serializer for `Dtc_V1_HeartbeatRequest` messages.
+        ///   - deserializer: A deserializer for `Dtc_V1_HeartbeatResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func heartbeat<Result>(
+            request: GRPCCore.ClientRequest<Dtc_V1_HeartbeatRequest>,
+            serializer: some GRPCCore.MessageSerializer<Dtc_V1_HeartbeatRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Dtc_V1_HeartbeatResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Dtc_V1_HeartbeatResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Dtc_V1_Replica.Method.Heartbeat.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "Fence" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Dtc_V1_FenceRequest` message.
+        ///   - serializer: A serializer for `Dtc_V1_FenceRequest` messages.
+        ///   - deserializer: A deserializer for `Dtc_V1_FenceResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func fence<Result>(
+            request: GRPCCore.ClientRequest<Dtc_V1_FenceRequest>,
+            serializer: some GRPCCore.MessageSerializer<Dtc_V1_FenceRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Dtc_V1_FenceResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Dtc_V1_FenceResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Dtc_V1_Replica.Method.Fence.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "Replicate" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request producing `Dtc_V1_AppendBatch` messages.
+        ///   - serializer: A serializer for `Dtc_V1_AppendBatch` messages.
+        ///   - deserializer: A deserializer for `Dtc_V1_AppendAcks` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func replicate<Result>(
+            request: GRPCCore.StreamingClientRequest<Dtc_V1_AppendBatch>,
+            serializer: some GRPCCore.MessageSerializer<Dtc_V1_AppendBatch>,
+            deserializer: some GRPCCore.MessageDeserializer<Dtc_V1_AppendAcks>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Dtc_V1_AppendAcks>) async throws -> Result
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.bidirectionalStreaming(
+                request: request,
+                descriptor: Dtc_V1_Replica.Method.Replicate.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+    }
+}
+
+// Helpers providing default arguments to 'ClientProtocol' methods.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Dtc_V1_Replica.ClientProtocol {
+    /// Call the "Heartbeat" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Dtc_V1_HeartbeatRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func heartbeat<Result>(
+        request: GRPCCore.ClientRequest<Dtc_V1_HeartbeatRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Dtc_V1_HeartbeatResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.heartbeat(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Dtc_V1_HeartbeatRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Dtc_V1_HeartbeatResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Fence" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Dtc_V1_FenceRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func fence<Result>(
+        request: GRPCCore.ClientRequest<Dtc_V1_FenceRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Dtc_V1_FenceResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.fence(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Dtc_V1_FenceRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Dtc_V1_FenceResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Replicate" method.
+    ///
+    /// - Parameters:
+    ///   - request: A streaming request producing `Dtc_V1_AppendBatch` messages.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func replicate<Result>(
+        request: GRPCCore.StreamingClientRequest<Dtc_V1_AppendBatch>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Dtc_V1_AppendAcks>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        try await self.replicate(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Dtc_V1_AppendBatch>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Dtc_V1_AppendAcks>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+}
+
+// Helpers providing sugared APIs for 'ClientProtocol' methods.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Dtc_V1_Replica.ClientProtocol {
+    /// Call the "Heartbeat" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func heartbeat<Result>(
+        _ message: Dtc_V1_HeartbeatRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Dtc_V1_HeartbeatResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Dtc_V1_HeartbeatRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.heartbeat(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Fence" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func fence<Result>(
+        _ message: Dtc_V1_FenceRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Dtc_V1_FenceResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Dtc_V1_FenceRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.fence(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Replicate" method.
+    ///
+    /// - Parameters:
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - producer: A closure producing request messages to send to the server. Returning
+    ///       from the closure closes the request stream.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func replicate<Result>(
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        requestProducer producer: @Sendable @escaping (GRPCCore.RPCWriter<Dtc_V1_AppendBatch>) async throws -> Void,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Dtc_V1_AppendAcks>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.StreamingClientRequest<Dtc_V1_AppendBatch>(
+            metadata: metadata,
+            producer: producer
+        )
+        return try await self.replicate(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+}

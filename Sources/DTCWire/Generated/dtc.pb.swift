@@ -424,6 +424,23 @@ public nonisolated struct Dtc_V1_PartitionStatus: Sendable {
   public init() {}
 }
 
+/// How this node sees a peer.
+public nonisolated struct Dtc_V1_PeerView: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var node: String = String()
+
+  public var alive: Bool = false
+
+  public var lastHeardMsAgo: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct Dtc_V1_StatusResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -441,11 +458,21 @@ public nonisolated struct Dtc_V1_StatusResponse: Sendable {
 
   public var recovered: UInt64 = 0
 
+  /// Rows (one per txn) this node holds, of partitions it leads or replicates.
   public var logRecords: UInt64 = 0
 
   public var logSyncs: UInt64 = 0
 
   public var uptimeMs: UInt64 = 0
+
+  public var peers: [Dtc_V1_PeerView] = []
+
+  /// Rows trimmed from the log after their retention.
+  public var trimmed: UInt64 = 0
+
+  public var ready: Bool = false
+
+  public var takeovers: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -717,6 +744,175 @@ public nonisolated struct Dtc_V1_RMResponse: Sendable {
   public var votes: [Dtc_V1_Vote] = []
 
   public var acks: [Dtc_V1_Ack] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Records of one partition from its leader at `epoch`; `ticket` numbers the leader's
+/// appends to the partition, and the follower acknowledges up to a ticket once the records
+/// are durable.
+public nonisolated struct Dtc_V1_Append: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var partition: UInt32 = 0
+
+  public var epochCounter: UInt64 = 0
+
+  public var epochNode: UInt32 = 0
+
+  public var ticket: UInt64 = 0
+
+  public var records: [Data] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Dtc_V1_AppendBatch: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var appends: [Dtc_V1_Append] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Dtc_V1_AppendAck: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var partition: UInt32 = 0
+
+  public var ticket: UInt64 = 0
+
+  /// False when the follower has promised a higher epoch: the sender must step down.
+  public var accepted: Bool = false
+
+  public var promisedCounter: UInt64 = 0
+
+  public var promisedNode: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Dtc_V1_AppendAcks: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var acks: [Dtc_V1_AppendAck] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A candidate asks a member to promise it a new epoch for each of several partitions.
+public nonisolated struct Dtc_V1_FenceRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var candidate: String = String()
+
+  public var partitions: [Dtc_V1_PartitionEpoch] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Dtc_V1_PartitionPromise: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var partition: UInt32 = 0
+
+  public var promised: Bool = false
+
+  /// The epoch promised: the candidate's if `promised`, else the higher one that refused it.
+  public var promisedCounter: UInt64 = 0
+
+  public var promisedNode: UInt32 = 0
+
+  /// The member's rows of the partition (TxnRow encoding), when it promised.
+  public var rows: [Data] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Dtc_V1_FenceResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var promises: [Dtc_V1_PartitionPromise] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Dtc_V1_PartitionEpoch: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var partition: UInt32 = 0
+
+  public var epochCounter: UInt64 = 0
+
+  public var epochNode: UInt32 = 0
+
+  public var leader: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Dtc_V1_HeartbeatRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var node: String = String()
+
+  public var leads: [Dtc_V1_PartitionEpoch] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Dtc_V1_HeartbeatResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var node: String = String()
+
+  public var leads: [Dtc_V1_PartitionEpoch] = []
+
+  /// The highest epoch this node has promised or seen per partition, for rejoining nodes.
+  public var promised: [Dtc_V1_PartitionEpoch] = []
+
+  /// True once this node has learned the cluster's epochs and may take part.
+  public var ready: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1396,9 +1592,49 @@ nonisolated extension Dtc_V1_PartitionStatus: SwiftProtobuf.Message, SwiftProtob
   }
 }
 
+nonisolated extension Dtc_V1_PeerView: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PeerView"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0\u{1}alive\0\u{3}last_heard_ms_ago\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.node) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.alive) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.lastHeardMsAgo) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.node.isEmpty {
+      try visitor.visitSingularStringField(value: self.node, fieldNumber: 1)
+    }
+    if self.alive != false {
+      try visitor.visitSingularBoolField(value: self.alive, fieldNumber: 2)
+    }
+    if self.lastHeardMsAgo != 0 {
+      try visitor.visitSingularUInt64Field(value: self.lastHeardMsAgo, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Dtc_V1_PeerView, rhs: Dtc_V1_PeerView) -> Bool {
+    if lhs.node != rhs.node {return false}
+    if lhs.alive != rhs.alive {return false}
+    if lhs.lastHeardMsAgo != rhs.lastHeardMsAgo {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Dtc_V1_StatusResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StatusResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0\u{1}partitions\0\u{3}in_flight\0\u{1}committed\0\u{1}aborted\0\u{1}recovered\0\u{3}log_records\0\u{3}log_syncs\0\u{3}uptime_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0\u{1}partitions\0\u{3}in_flight\0\u{1}committed\0\u{1}aborted\0\u{1}recovered\0\u{3}log_records\0\u{3}log_syncs\0\u{3}uptime_ms\0\u{1}peers\0\u{2}\u{2}trimmed\0\u{1}ready\0\u{1}takeovers\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1415,6 +1651,10 @@ nonisolated extension Dtc_V1_StatusResponse: SwiftProtobuf.Message, SwiftProtobu
       case 7: try { try decoder.decodeSingularUInt64Field(value: &self.logRecords) }()
       case 8: try { try decoder.decodeSingularUInt64Field(value: &self.logSyncs) }()
       case 9: try { try decoder.decodeSingularUInt64Field(value: &self.uptimeMs) }()
+      case 10: try { try decoder.decodeRepeatedMessageField(value: &self.peers) }()
+      case 12: try { try decoder.decodeSingularUInt64Field(value: &self.trimmed) }()
+      case 13: try { try decoder.decodeSingularBoolField(value: &self.ready) }()
+      case 14: try { try decoder.decodeSingularUInt64Field(value: &self.takeovers) }()
       default: break
       }
     }
@@ -1448,6 +1688,18 @@ nonisolated extension Dtc_V1_StatusResponse: SwiftProtobuf.Message, SwiftProtobu
     if self.uptimeMs != 0 {
       try visitor.visitSingularUInt64Field(value: self.uptimeMs, fieldNumber: 9)
     }
+    if !self.peers.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.peers, fieldNumber: 10)
+    }
+    if self.trimmed != 0 {
+      try visitor.visitSingularUInt64Field(value: self.trimmed, fieldNumber: 12)
+    }
+    if self.ready != false {
+      try visitor.visitSingularBoolField(value: self.ready, fieldNumber: 13)
+    }
+    if self.takeovers != 0 {
+      try visitor.visitSingularUInt64Field(value: self.takeovers, fieldNumber: 14)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1461,6 +1713,10 @@ nonisolated extension Dtc_V1_StatusResponse: SwiftProtobuf.Message, SwiftProtobu
     if lhs.logRecords != rhs.logRecords {return false}
     if lhs.logSyncs != rhs.logSyncs {return false}
     if lhs.uptimeMs != rhs.uptimeMs {return false}
+    if lhs.peers != rhs.peers {return false}
+    if lhs.trimmed != rhs.trimmed {return false}
+    if lhs.ready != rhs.ready {return false}
+    if lhs.takeovers != rhs.takeovers {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2040,6 +2296,406 @@ nonisolated extension Dtc_V1_RMResponse: SwiftProtobuf.Message, SwiftProtobuf._M
   public static func ==(lhs: Dtc_V1_RMResponse, rhs: Dtc_V1_RMResponse) -> Bool {
     if lhs.votes != rhs.votes {return false}
     if lhs.acks != rhs.acks {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Dtc_V1_Append: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Append"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}partition\0\u{3}epoch_counter\0\u{3}epoch_node\0\u{1}ticket\0\u{1}records\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.partition) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.epochCounter) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.epochNode) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.ticket) }()
+      case 5: try { try decoder.decodeRepeatedBytesField(value: &self.records) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.partition != 0 {
+      try visitor.visitSingularUInt32Field(value: self.partition, fieldNumber: 1)
+    }
+    if self.epochCounter != 0 {
+      try visitor.visitSingularUInt64Field(value: self.epochCounter, fieldNumber: 2)
+    }
+    if self.epochNode != 0 {
+      try visitor.visitSingularUInt32Field(value: self.epochNode, fieldNumber: 3)
+    }
+    if self.ticket != 0 {
+      try visitor.visitSingularUInt64Field(value: self.ticket, fieldNumber: 4)
+    }
+    if !self.records.isEmpty {
+      try visitor.visitRepeatedBytesField(value: self.records, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Dtc_V1_Append, rhs: Dtc_V1_Append) -> Bool {
+    if lhs.partition != rhs.partition {return false}
+    if lhs.epochCounter != rhs.epochCounter {return false}
+    if lhs.epochNode != rhs.epochNode {return false}
+    if lhs.ticket != rhs.ticket {return false}
+    if lhs.records != rhs.records {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Dtc_V1_AppendBatch: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AppendBatch"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}appends\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.appends) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.appends.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.appends, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Dtc_V1_AppendBatch, rhs: Dtc_V1_AppendBatch) -> Bool {
+    if lhs.appends != rhs.appends {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Dtc_V1_AppendAck: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AppendAck"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}partition\0\u{1}ticket\0\u{1}accepted\0\u{3}promised_counter\0\u{3}promised_node\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.partition) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.ticket) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.accepted) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.promisedCounter) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.promisedNode) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.partition != 0 {
+      try visitor.visitSingularUInt32Field(value: self.partition, fieldNumber: 1)
+    }
+    if self.ticket != 0 {
+      try visitor.visitSingularUInt64Field(value: self.ticket, fieldNumber: 2)
+    }
+    if self.accepted != false {
+      try visitor.visitSingularBoolField(value: self.accepted, fieldNumber: 3)
+    }
+    if self.promisedCounter != 0 {
+      try visitor.visitSingularUInt64Field(value: self.promisedCounter, fieldNumber: 4)
+    }
+    if self.promisedNode != 0 {
+      try visitor.visitSingularUInt32Field(value: self.promisedNode, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Dtc_V1_AppendAck, rhs: Dtc_V1_AppendAck) -> Bool {
+    if lhs.partition != rhs.partition {return false}
+    if lhs.ticket != rhs.ticket {return false}
+    if lhs.accepted != rhs.accepted {return false}
+    if lhs.promisedCounter != rhs.promisedCounter {return false}
+    if lhs.promisedNode != rhs.promisedNode {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Dtc_V1_AppendAcks: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AppendAcks"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}acks\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.acks) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.acks.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.acks, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Dtc_V1_AppendAcks, rhs: Dtc_V1_AppendAcks) -> Bool {
+    if lhs.acks != rhs.acks {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Dtc_V1_FenceRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".FenceRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}candidate\0\u{1}partitions\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.candidate) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.partitions) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.candidate.isEmpty {
+      try visitor.visitSingularStringField(value: self.candidate, fieldNumber: 1)
+    }
+    if !self.partitions.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.partitions, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Dtc_V1_FenceRequest, rhs: Dtc_V1_FenceRequest) -> Bool {
+    if lhs.candidate != rhs.candidate {return false}
+    if lhs.partitions != rhs.partitions {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Dtc_V1_PartitionPromise: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PartitionPromise"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}partition\0\u{1}promised\0\u{3}promised_counter\0\u{3}promised_node\0\u{1}rows\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.partition) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.promised) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.promisedCounter) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.promisedNode) }()
+      case 5: try { try decoder.decodeRepeatedBytesField(value: &self.rows) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.partition != 0 {
+      try visitor.visitSingularUInt32Field(value: self.partition, fieldNumber: 1)
+    }
+    if self.promised != false {
+      try visitor.visitSingularBoolField(value: self.promised, fieldNumber: 2)
+    }
+    if self.promisedCounter != 0 {
+      try visitor.visitSingularUInt64Field(value: self.promisedCounter, fieldNumber: 3)
+    }
+    if self.promisedNode != 0 {
+      try visitor.visitSingularUInt32Field(value: self.promisedNode, fieldNumber: 4)
+    }
+    if !self.rows.isEmpty {
+      try visitor.visitRepeatedBytesField(value: self.rows, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Dtc_V1_PartitionPromise, rhs: Dtc_V1_PartitionPromise) -> Bool {
+    if lhs.partition != rhs.partition {return false}
+    if lhs.promised != rhs.promised {return false}
+    if lhs.promisedCounter != rhs.promisedCounter {return false}
+    if lhs.promisedNode != rhs.promisedNode {return false}
+    if lhs.rows != rhs.rows {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Dtc_V1_FenceResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".FenceResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}promises\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.promises) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.promises.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.promises, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Dtc_V1_FenceResponse, rhs: Dtc_V1_FenceResponse) -> Bool {
+    if lhs.promises != rhs.promises {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Dtc_V1_PartitionEpoch: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PartitionEpoch"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}partition\0\u{3}epoch_counter\0\u{3}epoch_node\0\u{1}leader\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.partition) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.epochCounter) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.epochNode) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.leader) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.partition != 0 {
+      try visitor.visitSingularUInt32Field(value: self.partition, fieldNumber: 1)
+    }
+    if self.epochCounter != 0 {
+      try visitor.visitSingularUInt64Field(value: self.epochCounter, fieldNumber: 2)
+    }
+    if self.epochNode != 0 {
+      try visitor.visitSingularUInt32Field(value: self.epochNode, fieldNumber: 3)
+    }
+    if !self.leader.isEmpty {
+      try visitor.visitSingularStringField(value: self.leader, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Dtc_V1_PartitionEpoch, rhs: Dtc_V1_PartitionEpoch) -> Bool {
+    if lhs.partition != rhs.partition {return false}
+    if lhs.epochCounter != rhs.epochCounter {return false}
+    if lhs.epochNode != rhs.epochNode {return false}
+    if lhs.leader != rhs.leader {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Dtc_V1_HeartbeatRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".HeartbeatRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0\u{1}leads\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.node) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.leads) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.node.isEmpty {
+      try visitor.visitSingularStringField(value: self.node, fieldNumber: 1)
+    }
+    if !self.leads.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.leads, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Dtc_V1_HeartbeatRequest, rhs: Dtc_V1_HeartbeatRequest) -> Bool {
+    if lhs.node != rhs.node {return false}
+    if lhs.leads != rhs.leads {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Dtc_V1_HeartbeatResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".HeartbeatResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0\u{1}leads\0\u{1}promised\0\u{1}ready\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.node) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.leads) }()
+      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.promised) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.ready) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.node.isEmpty {
+      try visitor.visitSingularStringField(value: self.node, fieldNumber: 1)
+    }
+    if !self.leads.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.leads, fieldNumber: 2)
+    }
+    if !self.promised.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.promised, fieldNumber: 3)
+    }
+    if self.ready != false {
+      try visitor.visitSingularBoolField(value: self.ready, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Dtc_V1_HeartbeatResponse, rhs: Dtc_V1_HeartbeatResponse) -> Bool {
+    if lhs.node != rhs.node {return false}
+    if lhs.leads != rhs.leads {return false}
+    if lhs.promised != rhs.promised {return false}
+    if lhs.ready != rhs.ready {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,0 +1,106 @@
+/// Everything a partition's log knows about one txn: its START, its decision and whether it
+/// ENDed. A node stores one row per txn of each partition it leads or replicates; records
+/// from the leader, and rows from other members during a takeover, merge into it. Per txn the
+/// decision with the highest epoch wins (DESIGN.md, "Failover").
+public struct TxnRow: Hashable, Sendable {
+    public struct Decided: Hashable, Sendable {
+        public var outcome: Outcome
+        public var reason: String
+        public var epoch: Epoch
+    }
+
+    public var txnID: TxnID
+    public var stamp: StartStamp = 0
+    public var branches: [Branch] = []
+    public var decision: Decided?
+    public var isEnded = false
+
+    public init(txnID: TxnID) {
+        self.txnID = txnID
+    }
+
+    public mutating func apply(_ record: LogRecord) {
+        precondition(record.txnID == txnID, "record of \(record.txnID) applied to the row of \(txnID)")
+        switch record {
+        case .start(_, _, let stamp, let branches):
+            if self.branches.isEmpty {
+                self.stamp = stamp
+                self.branches = branches
+            }
+        case .decision(_, let outcome, let reason, let epoch):
+            adopt(Decided(outcome: outcome, reason: reason, epoch: epoch))
+        case .end:
+            isEnded = true
+        }
+    }
+
+    public mutating func merge(_ other: TxnRow) {
+        precondition(other.txnID == txnID, "row of \(other.txnID) merged into the row of \(txnID)")
+        if branches.isEmpty {
+            stamp = other.stamp
+            branches = other.branches
+        }
+        if let decided = other.decision { adopt(decided) }
+        isEnded = isEnded || other.isEnded
+    }
+
+    /// One leader decides a txn at most once per epoch, so two decisions at the same epoch
+    /// must agree; a higher epoch's decision replaces a lower one.
+    private mutating func adopt(_ decided: Decided) {
+        guard let current = decision else {
+            decision = decided
+            return
+        }
+        if decided.epoch > current.epoch {
+            decision = decided
+        } else if decided.epoch == current.epoch {
+            precondition(decided.outcome == current.outcome, "\(txnID): two decisions at epoch \(decided.epoch)")
+        }
+    }
+
+    /// The records that rebuild this row, in order.
+    public var records: [LogRecord] {
+        var records: [LogRecord] = []
+        if !branches.isEmpty { records.append(.start(txnID: txnID, epoch: decision?.epoch ?? .zero, stamp: stamp, branches: branches)) }
+        if let decision { records.append(.decision(txnID: txnID, outcome: decision.outcome, reason: decision.reason, epoch: decision.epoch)) }
+        if isEnded { records.append(.end(txnID: txnID)) }
+        return records
+    }
+
+    public func encoded() -> [UInt8] {
+        var writer = ByteWriter()
+        writer.write(txnID.rawValue)
+        writer.write(stamp)
+        writer.write(UInt32(branches.count))
+        for branch in branches { writer.write(branch) }
+        writer.write(decision != nil)
+        if let decision {
+            writer.write(decision.outcome == .commit)
+            writer.write(decision.reason)
+            writer.write(decision.epoch)
+        }
+        writer.write(isEnded)
+        return writer.bytes
+    }
+
+    public init(decoding bytes: [UInt8]) throws(RecordDecodingError) {
+        var reader = ByteReader(bytes)
+        txnID = TxnID(try reader.readString())
+        stamp = try reader.readUInt64()
+        for _ in 0..<(try reader.readUInt32()) { branches.append(try reader.readBranch()) }
+        if try reader.readBool() {
+            let outcome: Outcome = try reader.readBool() ? .commit : .abort
+            decision = Decided(outcome: outcome, reason: try reader.readString(), epoch: try reader.readEpoch())
+        }
+        isEnded = try reader.readBool()
+    }
+}
+
+/// Merges the rows that several members returned for one partition.
+public func mergeRows(_ rows: [TxnRow]) -> [TxnRow] {
+    var merged: [TxnID: TxnRow] = [:]
+    for row in rows {
+        if merged[row.txnID] == nil { merged[row.txnID] = row } else { merged[row.txnID]!.merge(row) }
+    }
+    return merged.values.sorted { $0.txnID < $1.txnID }
+}

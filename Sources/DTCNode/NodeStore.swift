@@ -1,0 +1,60 @@
+import DTCCore
+import DTCStorage
+
+/// A node's durable state: one row per txn of every partition it leads or replicates (records
+/// merge into rows), and the epoch it has promised per partition.
+final class NodeStore: Sendable {
+    let environment: LMDBEnvironment
+    let rows: RowStore
+
+    init(path: String) throws {
+        environment = try LMDBEnvironment(path: path)
+        rows = try RowStore(environment: environment, committer: GroupCommitter(environment: environment))
+    }
+
+    /// Merges the records into their rows, and records new promises, in the next group commit.
+    func append(_ records: [PartitionRecord], promises: [UInt32: Epoch] = [:], onDurable: @escaping @Sendable (Result<Void, any Error>) -> Void) {
+        let updates = records.map { entry in
+            RowUpdate(partition: entry.partition, key: Array(entry.record.txnID.rawValue.utf8)) { stored in
+                var row = try stored.map { try TxnRow(decoding: $0) } ?? TxnRow(txnID: entry.record.txnID)
+                row.apply(entry.record)
+                return row.encoded()
+            }
+        }
+        rows.update(updates, meta: promises.map { (Self.promiseKey($0.key), encodeEpoch($0.value)) }, onDurable: onDurable)
+    }
+
+    /// Persists promised epochs; durable when it returns.
+    func promise(_ epochs: [UInt32: Epoch]) async throws {
+        try await rows.update([], meta: epochs.map { (Self.promiseKey($0.key), encodeEpoch($0.value)) })
+    }
+
+    /// Deletes rows whose retention has passed.
+    func trim(_ txns: [(UInt32, TxnID)]) {
+        let updates = txns.map { RowUpdate(partition: $0.0, key: Array($0.1.rawValue.utf8)) { _ in nil } }
+        rows.update(updates) { result in
+            if case .failure(let error) = result { fatalError("dtc-node: trimming failed: \(error)") }
+        }
+    }
+
+    func rows(of partition: UInt32) throws -> [TxnRow] {
+        try rows.rows(partition: partition).map { try TxnRow(decoding: $0.value) }
+    }
+
+    func promise(of partition: UInt32) throws -> Epoch? {
+        try rows.meta(Self.promiseKey(partition)).map(decodeEpoch)
+    }
+
+    private static func promiseKey(_ partition: UInt32) -> String { "promise/\(partition)" }
+}
+
+func encodeEpoch(_ epoch: Epoch) -> [UInt8] {
+    var writer = ByteWriter()
+    writer.write(epoch)
+    return writer.bytes
+}
+
+func decodeEpoch(_ bytes: [UInt8]) throws -> Epoch {
+    var reader = ByteReader(bytes)
+    return try reader.readEpoch()
+}

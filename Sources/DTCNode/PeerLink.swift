@@ -1,0 +1,61 @@
+import DTCClient
+import DTCCore
+import DTCWire
+import GRPCCore
+
+/// What a follower's acknowledgements tell the leader.
+protocol PeerReplyHandler: Sendable {
+    func appendsAcked(_ acks: [Dtc_V1_AppendAck], from peer: String) async
+    /// A new stream to `peer` is open: send it what it needs to catch up before new appends.
+    func peerConnected(_ peer: String) async
+}
+
+/// A leader's stream of partition records to one follower. Appends queue up and go out many
+/// per message; acks come back once the follower has them durably. After a reconnect the
+/// runtime first sends the follower every in-flight txn again (`peerConnected`), so that its
+/// later acks cover everything still undecided.
+final class PeerLink: Sendable {
+    let peer: String
+    private let address: String
+    private let connections: Connections
+    private let outgoing = BatchQueue<Dtc_V1_Append>()
+
+    init(peer: String, address: String, connections: Connections) {
+        self.peer = peer
+        self.address = address
+        self.connections = connections
+    }
+
+    func send(_ appends: [Dtc_V1_Append]) {
+        outgoing.append(contentsOf: appends)
+    }
+
+    /// Drops what is queued: a catch-up replaces it.
+    func discardQueued() {
+        _ = outgoing.removeAll { _ in true }
+    }
+
+    func run(replies: any PeerReplyHandler) async {
+        var backoff = Duration.milliseconds(20)
+        while !Task.isCancelled {
+            await exchange(replies)
+            try? await Task.sleep(for: backoff)
+            backoff = min(backoff * 2, .milliseconds(500))
+        }
+    }
+
+    private func exchange(_ replies: any PeerReplyHandler) async {
+        var options = CallOptions.defaults
+        options.waitForReady = false
+        _ = try? await connections.replica(address).replicate(options: options) { writer in
+            await replies.peerConnected(self.peer)
+            while let batch = await self.outgoing.next() {
+                try await writer.write(.with { $0.appends = batch })
+            }
+        } onResponse: { response in
+            for try await message in response.messages {
+                await replies.appendsAcked(message.acks, from: self.peer)
+            }
+        }
+    }
+}
