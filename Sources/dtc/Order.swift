@@ -22,6 +22,7 @@ struct Order: AsyncParsableCommand {
     @Option(help: "Units to reserve.") var qty: Int64
     @Option(help: "Amount to debit, in cents.") var amount: Int64
     @Option(help: "Txn ID (also the order ID); default: a new one.") var txn: String?
+    @Option(help: "Seconds to keep retrying while the outcome is unknown (node down, no quorum).") var retryFor = 60
 
     func run() async throws {
         let config = try cluster.load()
@@ -37,7 +38,7 @@ struct Order: AsyncParsableCommand {
         defer { Task { await connections.close() } }
         let outcome: SubmitOutcome
         do {
-            outcome = try await Router(config: config, connections: connections).submit(validID, branches: branches)
+            outcome = try await Router(config: config, connections: connections).submit(validID, branches: branches, retryFor: .seconds(retryFor))
         } catch {
             throw routerFailure(error, txnID: txnID)
         }

@@ -12,7 +12,9 @@ struct Status: AsyncParsableCommand {
         let config = try cluster.load()
         let connections = Connections()
         defer { Task { await connections.close() } }
-        let options = Router(config: config, connections: connections).callOptions
+        var options = Router(config: config, connections: connections).callOptions
+        // A paused process must not hold up the whole table.
+        options.timeout = .seconds(1)
         print("node  address          state  led  in-flight  committed  aborted  recovered  takeovers  log-rows  trimmed  syncs  peers (alive, last heard)")
         for node in config.nodes {
             guard let s = try? await connections.coordinator(node.address).status(Dtc_V1_StatusRequest(), options: options) else {
