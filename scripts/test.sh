@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # dtc's test command: installs what is missing, runs the unit tests (swift test), then the
-# cluster test with real processes (scripts/cluster-test.sh).
+# tests with real processes: scripts/cluster-test.sh and scripts/failover-test.sh.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -12,4 +12,6 @@ say "swift test"
 swift test --skip-build || die "swift test failed"
 say "cluster test"
 DTC_BUILD=debug "$ROOT/scripts/cluster-test.sh"
+say "failover tests"
+DTC_BUILD=debug "$ROOT/scripts/failover-test.sh"
 say "all tests passed"

@@ -128,6 +128,9 @@ public struct Router: Sendable {
         var attempts = 0
         var backoff = Duration.milliseconds(25)
         var lastError = "no attempt made"
+        // What a live node said (e.g. "partition 7 has no quorum") is worth more than the
+        // connection error of the last node tried.
+        var lastRefusal: String?
         repeat {
             attempts += 1
             do {
@@ -149,6 +152,7 @@ public struct Router: Sendable {
                 throw .rejected(code: error.code, message: error.message)
             } catch {
                 lastError = "\(address): \(Self.short(error))"
+                if let rpc = error as? RPCError, rpc.message.hasPrefix("partition ") { lastRefusal = lastError }
                 leaders.forget(partition)
                 address = group[next % group.count]
                 next += 1
@@ -156,7 +160,7 @@ public struct Router: Sendable {
             try? await Task.sleep(for: backoff)
             backoff = min(backoff * 2, .seconds(1))
         } while clock.now < deadline
-        throw .unknownOutcome(lastError: lastError)
+        throw .unknownOutcome(lastError: lastRefusal ?? lastError)
     }
 
     static func short(_ error: any Error) -> String {

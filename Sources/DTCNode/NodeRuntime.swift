@@ -122,7 +122,7 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
             waiters[txnID, default: []].append(continuation)
             apply(output)
         }
-        guard let status else { return .unavailable("\(name) stopped leading partition \(partition); retry") }
+        guard let status else { return .unavailable("partition \(partition) is no longer led by \(name); retry") }
         return .status(status, partition: partition)
     }
 
@@ -148,16 +148,16 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
     /// or the partition has lost its quorum. Nil if it can.
     private func refusal(for partition: UInt32) -> Answer? {
         let members = map.replicaGroup(of: partition)
+        let live = members.filter { $0 == name || membership.isAlive($0) }
+        if members.contains(name), live.count < members.count / 2 + 1 {
+            return .unavailable("partition \(partition) has no quorum: live \(live.joined(separator: ", ")) of \(members.joined(separator: ", "))")
+        }
         guard coordinator.leads(partition) else {
             if let leader = membership.leader(of: partition), leader.node != name, membership.isAlive(leader.node) {
                 return .redirect(redirect(to: leader.node, partition: partition))
             }
             if !members.contains(name) { return .redirect(redirect(to: members[0], partition: partition)) }
             return .unavailable("partition \(partition) has no leader yet (members \(members.joined(separator: ", ")); takeover pending)")
-        }
-        let live = members.filter { $0 == name || membership.isAlive($0) }
-        guard live.count >= members.count / 2 + 1 else {
-            return .unavailable("partition \(partition) has no quorum: live \(live.joined(separator: ", ")) of \(members.joined(separator: ", "))")
         }
         return nil
     }
