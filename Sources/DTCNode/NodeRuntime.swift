@@ -33,6 +33,10 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
     private var promised: [UInt32: Epoch] = [:]
     private var fencing: Set<UInt32> = []
     private var retryTakeoverAt: [UInt32: UInt64] = [:]
+    private var takenFrom: [UInt32: String] = [:]
+    /// Txns a takeover found in doubt and has not finished yet, and when that takeover began.
+    private var inDoubt: Set<TxnID> = []
+    private var inDoubtSince: UInt64 = 0
     private var trimQueue: [(due: UInt64, partition: UInt32, txnID: TxnID)] = []
     private var trimmed: UInt64 = 0
     private var takeovers: UInt64 = 0
@@ -247,6 +251,7 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
     }
 
     private func append(_ entries: [PartitionRecord], partition: UInt32) {
+        noteFinished(entries)
         guard var replica = replication[partition], let epoch = coordinator.epochs[partition] else {
             preconditionFailure("\(name) appends to partition \(partition), which it does not lead")
         }
@@ -277,6 +282,17 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
             for link in followers { link.send([append]) }
         }
         scheduleTrims(entries, partition: partition)
+    }
+
+    /// Logs when the last txn that a takeover found in doubt has been acknowledged by every RM.
+    private func noteFinished(_ entries: [PartitionRecord]) {
+        guard !inDoubt.isEmpty else { return }
+        for entry in entries {
+            if case .end(let txnID) = entry.record { inDoubt.remove(txnID) }
+        }
+        if inDoubt.isEmpty {
+            logger.info("every txn found in doubt by the takeover is finished at all its RMs, \(clock.now() - inDoubtSince) ms after the takeover began")
+        }
     }
 
     private func hold(_ release: Release, partition: UInt32) {
@@ -507,6 +523,8 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
                 }
             }
         }
+        var installed: [UInt32] = []
+        var inDoubt: [TxnRow] = []
         for partition in partitions {
             let members = map.replicaGroup(of: partition)
             let epoch = epochs[partition]!
@@ -515,21 +533,39 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
                 logger.info("takeover of partition \(partition) at epoch \(epoch) failed: promises from \(promisedBy[partition]!.joined(separator: ", ")) of \(members.joined(separator: ", "))")
                 continue
             }
-            install(partition, epoch: epoch, rows: mergeRows(rows[partition]!), promisedBy: promisedBy[partition]!, started: started)
+            inDoubt += install(partition, epoch: epoch, rows: mergeRows(rows[partition]!))
+            installed.append(partition)
+        }
+        guard !installed.isEmpty else { return }
+        let commits = inDoubt.filter { $0.decision?.outcome == .commit }.count
+        logger.info("took over \(installed.count) partitions in \(clock.now() - started) ms (\(previousLeaders(installed))): \(inDoubt.count) txns in doubt, \(commits) commits to finish, the rest aborted")
+        if !inDoubt.isEmpty {
+            inDoubtSince = started
+            for row in inDoubt { self.inDoubt.insert(row.txnID) }
         }
     }
 
-    private func install(_ partition: UInt32, epoch: Epoch, rows: [TxnRow], promisedBy: [String], started: UInt64) {
+    /// Adopts one partition; returns its txns that were in doubt.
+    private func install(_ partition: UInt32, epoch: Epoch, rows: [TxnRow]) -> [TxnRow] {
         let members = map.replicaGroup(of: partition)
         replication[partition] = Replication(members: members)
+        let previous = membership.leader(of: partition)
         membership.learn(partition, leader: name, epoch: epoch)
+        if let previous, previous.node != name { takenFrom[partition] = previous.node }
         let output = coordinator.takeOver(partition: partition, epoch: epoch, rows: rows, now: clock.now())
         takeovers += 1
-        let inDoubt = rows.filter { !$0.isEnded && !$0.branches.isEmpty }
-        if !inDoubt.isEmpty || takeovers % 64 == 1 {
-            logger.info("took over partition \(partition) at epoch \(epoch) in \(clock.now() - started) ms, promises from \(promisedBy.joined(separator: ", ")): \(inDoubt.count) txns in doubt, \(inDoubt.filter { $0.decision?.outcome == .commit }.count) commits to finish")
-        }
         apply(output)
+        return rows.filter { !$0.isEnded && !$0.branches.isEmpty }
+    }
+
+    /// "from n1 (last heard 1040 ms ago)" for the log of a takeover.
+    private func previousLeaders(_ partitions: [UInt32]) -> String {
+        let now = clock.now()
+        let nodes = Set(partitions.compactMap { takenFrom[$0] })
+        guard !nodes.isEmpty else { return "no previous leader" }
+        return "from " + nodes.sorted().map { node in
+            "\(node) (last heard \(membership.lastHeard[node].map { "\(now - min(now, $0)) ms ago" } ?? "never"))"
+        }.joined(separator: ", ")
     }
 
     private func persistPromises(_ epochs: [UInt32: Epoch]) async {
