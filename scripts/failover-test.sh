@@ -94,7 +94,13 @@ print(f"    load: {s['committed']} committed, {s['aborted']} aborted, {s['retrie
 PY
 }
 
-check() { dtc check --wait-quiet 60 --history "$(dirname "$CONFIG")/history.jsonl" | sed 's/^/    /'; }
+# The invariants, what clients were told, and no RM ever refused a contradicting decision.
+check() {
+  dtc check --wait-quiet 60 --history "$(dirname "$CONFIG")/history.jsonl" | sed 's/^/    /'
+  local conflicting
+  conflicting="$({ dtc status || true; } | awk '$1 ~ /^(inventory|orders|accounts)$/ && $3 == "up" { s += $9 } END { print s + 0 }')"
+  [ "$conflicting" -eq 0 ] || die "RMs saw $conflicting conflicting decisions"
+}
 
 scenario_kill_leader() {
   new_cluster kill-leader

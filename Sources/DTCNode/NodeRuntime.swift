@@ -238,9 +238,7 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
     /// Appends each partition's records locally and to its other members, sends what depends on
     /// nothing unsynced, and holds the rest until a quorum holds every record appended so far.
     private func apply(_ output: CoordinatorOutput) {
-        var records: [UInt32: [PartitionRecord]] = [:]
-        for entry in output.recordsToAppend { records[entry.partition, default: []].append(entry) }
-        for (partition, entries) in records.sorted(by: { $0.key < $1.key }) { append(entries, partition: partition) }
+        if !output.recordsToAppend.isEmpty { append(output.recordsToAppend) }
         send(output.messagesNow)
         var messages: [UInt32: [Envelope]] = [:]
         for envelope in output.messagesAfterAppend { messages[envelope.partition, default: []].append(envelope) }
@@ -250,38 +248,52 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
         for (partition, partitionReplies) in replies { hold(.replies(partitionReplies), partition: partition) }
     }
 
-    private func append(_ entries: [PartitionRecord], partition: UInt32) {
-        noteFinished(entries)
-        guard var replica = replication[partition], let epoch = coordinator.epochs[partition] else {
-            preconditionFailure("\(name) appends to partition \(partition), which it does not lead")
-        }
-        replica.issued += 1
-        let ticket = replica.issued
-        if entries.contains(where: \.isCommit) { replica.commitTickets.append(ticket) }
-        replication[partition] = replica
-        let append = Dtc_V1_Append.with {
-            $0.partition = partition
-            $0.epochCounter = epoch.counter
-            $0.epochNode = epoch.node
-            $0.ticket = ticket
-            $0.records = entries.map { Data($0.record.encoded()) }
-        }
-        let followers = replica.members.filter { $0 != name }.compactMap { peerLinks[$0] }
-        // For the crash point "after-commit-local" the followers get a COMMIT only once it is
-        // durable here, so that the crash surely falls between local durability and quorum.
-        let holdForCrash = CrashPoints.shared.isArmed(.afterCommitLocal) && entries.contains(where: \.isCommit)
-        store.append(entries) { result in
-            if case .failure(let error) = result { fatalError("dtc-node: log append failed, stopping to recover: \(error)") }
-            if holdForCrash {
-                CrashPoints.shared.reached(.afterCommitLocal)
-                for link in followers { link.send([append]) }
+    /// Gives each partition's records a ticket, sends them to the partition's other members,
+    /// and writes them all to the local log in one group-commit entry.
+    private func append(_ records: [PartitionRecord]) {
+        noteFinished(records)
+        var byPartition: [UInt32: [PartitionRecord]] = [:]
+        for entry in records { byPartition[entry.partition, default: []].append(entry) }
+        var tickets: [(partition: UInt32, ticket: UInt64)] = []
+        var heldForCrash: [(PeerLink, Dtc_V1_Append)] = []
+        for (partition, entries) in byPartition.sorted(by: { $0.key < $1.key }) {
+            guard var replica = replication[partition], let epoch = coordinator.epochs[partition] else {
+                preconditionFailure("\(name) appends to partition \(partition), which it does not lead")
             }
-            Task { await self.acknowledged(partition: partition, ticket: ticket, by: self.name) }
+            replica.issued += 1
+            let ticket = replica.issued
+            if entries.contains(where: \.isCommit) { replica.commitTickets.append(ticket) }
+            replication[partition] = replica
+            tickets.append((partition, ticket))
+            let append = Dtc_V1_Append.with {
+                $0.partition = partition
+                $0.epochCounter = epoch.counter
+                $0.epochNode = epoch.node
+                $0.ticket = ticket
+                $0.records = entries.map { Data($0.record.encoded()) }
+            }
+            // For the crash point "after-commit-local" the followers get a COMMIT only once it
+            // is durable here, so that the crash surely falls between local durability and quorum.
+            let holdForCrash = CrashPoints.shared.isArmed(.afterCommitLocal) && entries.contains(where: \.isCommit)
+            for link in replica.members.filter({ $0 != name }).compactMap({ peerLinks[$0] }) {
+                if holdForCrash { heldForCrash.append((link, append)) } else { link.send([append]) }
+            }
+            scheduleTrims(entries, partition: partition)
         }
-        if !holdForCrash {
-            for link in followers { link.send([append]) }
+        let durableTickets = tickets
+        let held = heldForCrash
+        store.append(records) { result in
+            if case .failure(let error) = result { fatalError("dtc-node: log append failed, stopping to recover: \(error)") }
+            if !held.isEmpty {
+                CrashPoints.shared.reached(.afterCommitLocal)
+                for (link, append) in held { link.send([append]) }
+            }
+            Task { await self.acknowledgedLocally(durableTickets) }
         }
-        scheduleTrims(entries, partition: partition)
+    }
+
+    private func acknowledgedLocally(_ tickets: [(partition: UInt32, ticket: UInt64)]) {
+        for (partition, ticket) in tickets { acknowledged(partition: partition, ticket: ticket, by: name) }
     }
 
     /// Logs when the last txn that a takeover found in doubt has been acknowledged by every RM.
@@ -400,24 +412,36 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
     /// A leader's appends, as a follower: accepted when their epoch is at least the one promised
     /// for the partition, acknowledged once durable.
     func appendsReceived(_ appends: [Dtc_V1_Append], from leader: String, replyTo acks: BatchQueue<Dtc_V1_AppendAck>) {
+        var entries: [PartitionRecord] = []
+        var promises: [UInt32: Epoch] = [:]
+        var accepted: [Dtc_V1_AppendAck] = []
+        var refused: [Dtc_V1_AppendAck] = []
         for append in appends {
             let epoch = Epoch(counter: append.epochCounter, node: append.epochNode)
             let partition = append.partition
             let current = promised[partition] ?? .zero
             guard membership.isReady, epoch >= current, !coordinator.leads(partition) || epoch > coordinator.epochs[partition]! else {
-                acks.append(contentsOf: [refusal(append, promised: membership.isReady ? current : .zero)])
+                refused.append(refusal(append, promised: membership.isReady ? current : .zero))
                 continue
             }
             if coordinator.leads(partition) { stepDown(partition) }
-            promised[partition] = epoch
-            membership.learn(partition, leader: leader, epoch: epoch)
-            let entries = append.records.compactMap { try? LogRecord(decoding: [UInt8]($0)) }.map { PartitionRecord(partition: partition, record: $0) }
-            scheduleTrims(entries, partition: partition)
-            let ticket = append.ticket
-            store.append(entries, promises: epoch > current ? [partition: epoch] : [:]) { result in
-                if case .failure(let error) = result { fatalError("dtc-node: replicated append failed, stopping to recover: \(error)") }
-                acks.append(contentsOf: [.with { $0.partition = partition; $0.ticket = ticket; $0.accepted = true }])
+            if epoch > current {
+                promised[partition] = epoch
+                promises[partition] = epoch
             }
+            membership.learn(partition, leader: leader, epoch: epoch)
+            let records = append.records.compactMap { try? LogRecord(decoding: [UInt8]($0)) }.map { PartitionRecord(partition: partition, record: $0) }
+            scheduleTrims(records, partition: partition)
+            entries += records
+            accepted.append(.with { $0.partition = partition; $0.ticket = append.ticket; $0.accepted = true })
+        }
+        acks.append(contentsOf: refused)
+        guard !accepted.isEmpty else { return }
+        // One group-commit entry for the whole message; the acks go back once it is durable.
+        let durableAcks = accepted
+        store.append(entries, promises: promises) { result in
+            if case .failure(let error) = result { fatalError("dtc-node: replicated append failed, stopping to recover: \(error)") }
+            acks.append(contentsOf: durableAcks)
         }
     }
 

@@ -64,6 +64,7 @@ actor RMRuntime {
             $0.aborted = participant.counters.aborted
             $0.locksHeld = UInt64(participant.locks.lockCount)
             $0.staleEpochRefusals = participant.counters.staleEpochRefusals
+            $0.conflictingDecisions = participant.counters.conflictingDecisions
             $0.logSyncs = store.committer.syncCount
         }
     }

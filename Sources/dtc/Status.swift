@@ -28,14 +28,15 @@ struct Status: AsyncParsableCommand {
                 + peers.joined(separator: ", "))
         }
         print("")
-        print("rm         address          state  prepared  committed  aborted  locks  stale-epoch-refusals  syncs")
+        print("rm         address          state  prepared  committed  aborted  locks  stale-epoch-refusals  conflicting  syncs")
         for rm in config.rms {
             guard let s = try? await connections.resourceManager(rm.address).status(Dtc_V1_RMStatusRequest(), options: options) else {
                 print(pad(rm.name, 11) + pad(rm.address, 17) + "down")
                 continue
             }
             print(pad(rm.name, 11) + pad(rm.address, 17) + pad("up", 7) + pad("\(s.prepared)", 10) + pad("\(s.committed)", 11)
-                + pad("\(s.aborted)", 9) + pad("\(s.locksHeld)", 7) + pad("\(s.staleEpochRefusals)", 22) + "\(s.logSyncs)")
+                + pad("\(s.aborted)", 9) + pad("\(s.locksHeld)", 7) + pad("\(s.staleEpochRefusals)", 22)
+                + pad("\(s.conflictingDecisions)", 13) + "\(s.logSyncs)")
         }
     }
 

@@ -713,6 +713,10 @@ public nonisolated struct Dtc_V1_RMStatusResponse: Sendable {
 
   public var logSyncs: UInt64 = 0
 
+  /// Decisions that contradicted the one already applied (COMMIT after ROLLBACK or the
+  /// reverse), refused; any is a violation of atomicity that dtc must never produce.
+  public var conflictingDecisions: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2173,7 +2177,7 @@ nonisolated extension Dtc_V1_RMStatusRequest: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Dtc_V1_RMStatusResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RMStatusResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}service\0\u{1}prepared\0\u{1}committed\0\u{1}aborted\0\u{3}locks_held\0\u{3}stale_epoch_refusals\0\u{3}log_syncs\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}service\0\u{1}prepared\0\u{1}committed\0\u{1}aborted\0\u{3}locks_held\0\u{3}stale_epoch_refusals\0\u{3}log_syncs\0\u{3}conflicting_decisions\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2188,6 +2192,7 @@ nonisolated extension Dtc_V1_RMStatusResponse: SwiftProtobuf.Message, SwiftProto
       case 5: try { try decoder.decodeSingularUInt64Field(value: &self.locksHeld) }()
       case 6: try { try decoder.decodeSingularUInt64Field(value: &self.staleEpochRefusals) }()
       case 7: try { try decoder.decodeSingularUInt64Field(value: &self.logSyncs) }()
+      case 8: try { try decoder.decodeSingularUInt64Field(value: &self.conflictingDecisions) }()
       default: break
       }
     }
@@ -2215,6 +2220,9 @@ nonisolated extension Dtc_V1_RMStatusResponse: SwiftProtobuf.Message, SwiftProto
     if self.logSyncs != 0 {
       try visitor.visitSingularUInt64Field(value: self.logSyncs, fieldNumber: 7)
     }
+    if self.conflictingDecisions != 0 {
+      try visitor.visitSingularUInt64Field(value: self.conflictingDecisions, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2226,6 +2234,7 @@ nonisolated extension Dtc_V1_RMStatusResponse: SwiftProtobuf.Message, SwiftProto
     if lhs.locksHeld != rhs.locksHeld {return false}
     if lhs.staleEpochRefusals != rhs.staleEpochRefusals {return false}
     if lhs.logSyncs != rhs.logSyncs {return false}
+    if lhs.conflictingDecisions != rhs.conflictingDecisions {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
