@@ -21,7 +21,9 @@ mkdir -p "$PIDS" "$LOGS"
 usage() { die "usage: cluster.sh [--config FILE] up|down|status|kill NAME|pause NAME|resume NAME|restart NAME|logs NAME"; }
 
 pid_of() { [ -f "$PIDS/$1.pid" ] && cat "$PIDS/$1.pid" || true; }
-is_running() { local pid; pid="$(pid_of "$1")"; [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; }
+# Alive and not a zombie: a killed process stays a zombie until init reaps it.
+alive() { kill -0 "$1" 2>/dev/null && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
+is_running() { local pid; pid="$(pid_of "$1")"; [ -n "$pid" ] && alive "$pid"; }
 
 process_line() { cluster_processes "$CONFIG" | awk -v n="$1" '$2 == n' ; }
 
@@ -52,10 +54,10 @@ stop_one() {
   local name="$1" pid
   pid="$(pid_of "$name")"
   [ -n "$pid" ] || return 0
-  if kill -0 "$pid" 2>/dev/null; then
+  if alive "$pid"; then
     kill -CONT "$pid" 2>/dev/null || true
     kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 1 50); do alive "$pid" || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
   fi
   rm -f "$PIDS/$name.pid"

@@ -72,7 +72,7 @@ wait_until() {
 busy() { local v; v="$(field "$1" 5)"; [ -n "$v" ] && [ "$v" -gt 0 ]; }
 all_led() { [ "$(total_led)" -eq "$(partitions)" ]; }
 leads_none() { [ "$(led "$1")" -eq 0 ]; }
-is_dead() { ! kill -0 "$(cat "$(dirname "$CONFIG")/run/pids/$1.pid")" 2>/dev/null; }
+is_dead() { local pid; pid="$(cat "$(dirname "$CONFIG")/run/pids/$1.pid")"; ! kill -0 "$pid" 2>/dev/null || grep -q '^State:[[:space:]]*Z' "/proc/$pid/status" 2>/dev/null; }
 is_ready() { [ "$(field "$1" 3)" = up ]; }
 
 start_load() {
