@@ -163,7 +163,8 @@ public struct Router: Sendable {
         throw .unknownOutcome(lastError: lastRefusal ?? lastError)
     }
 
-    static func short(_ error: any Error) -> String {
+    /// An error in one line: the gRPC code and message, or the error itself.
+    public static func short(_ error: any Error) -> String {
         if let rpc = error as? RPCError { return "\(rpc.code): \(rpc.message)" }
         return "\(error)"
     }

@@ -71,7 +71,7 @@ final class RMLink: Sendable {
             }
             return "stream to \(rm) closed"
         } catch {
-            return "\(rm) unreachable: \(Self.short(error))"
+            return "\(rm) unreachable: \(Router.short(error))"
         }
     }
 
@@ -106,10 +106,5 @@ final class RMLink: Sendable {
             }
         }
         return request
-    }
-
-    static func short(_ error: any Error) -> String {
-        if let rpc = error as? RPCError { return "\(rpc.code): \(rpc.message)" }
-        return "\(error)"
     }
 }
