@@ -15,6 +15,7 @@ let package = Package(
         .executable(name: "dtc-node", targets: ["dtc-node"]),
         .executable(name: "dtc-rm", targets: ["dtc-rm"]),
         .executable(name: "dtc", targets: ["dtc"]),
+        .executable(name: "dtc-sim", targets: ["dtc-sim"]),
     ],
     dependencies: [
         .package(url: "https://github.com/grpc/grpc-swift-2.git", from: "2.4.3"),
@@ -75,7 +76,13 @@ let package = Package(
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ] + grpc
         ),
+        .target(name: "DTCSimulation", dependencies: ["DTCCore"]),
+        .executableTarget(
+            name: "dtc-sim",
+            dependencies: ["DTCSimulation", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
         .testTarget(name: "DTCCoreTests", dependencies: ["DTCCore"]),
+        .testTarget(name: "DTCSimulationTests", dependencies: ["DTCSimulation"]),
         .testTarget(name: "DTCStorageTests", dependencies: ["DTCStorage"]),
         .testTarget(
             name: "DTCNodeTests",

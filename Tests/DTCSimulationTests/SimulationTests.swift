@@ -1,0 +1,30 @@
+import Testing
+
+@testable import DTCSimulation
+
+@Suite struct SimulationTests {
+    @Test func theSameSeedGivesTheSameRunEventForEvent() {
+        for seed: UInt64 in [1, 7, 42] {
+            let first = Simulation(seed: seed).run()
+            let second = Simulation(seed: seed).run()
+            #expect(first.traceHash == second.traceHash, "seed \(seed)")
+            #expect(first.simulatedMs == second.simulatedMs)
+        }
+    }
+
+    @Test func differentSeedsDrawDifferentRuns() {
+        #expect(Simulation(seed: 1).run().traceHash != Simulation(seed: 2).run().traceHash)
+    }
+
+    @Test func aBlockOfSeedsKeepsEveryInvariant() {
+        var failures: [String] = []
+        var told = 0
+        for seed: UInt64 in 1...500 {
+            let result = Simulation(seed: seed).run()
+            told += result.txns
+            if !result.violations.isEmpty { failures.append("seed \(seed): \(result.violations)") }
+        }
+        #expect(failures.isEmpty, "\(failures.prefix(3))")
+        #expect(told > 10_000)
+    }
+}
