@@ -82,7 +82,7 @@ let package = Package(
             dependencies: ["DTCSimulation", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "DTCCoreTests", dependencies: ["DTCCore"]),
-        .testTarget(name: "DTCSimulationTests", dependencies: ["DTCSimulation"]),
+        .testTarget(name: "DTCSimulationTests", dependencies: ["DTCSimulation", "DTCCore"]),
         .testTarget(name: "DTCStorageTests", dependencies: ["DTCStorage"]),
         .testTarget(
             name: "DTCNodeTests",

@@ -63,6 +63,8 @@ public struct Coordinator: Sendable {
     public let limits: Limits
     public private(set) var epochs: [UInt32: Epoch]
     public private(set) var counters = Counters()
+    /// A deliberate bug, for the simulator's mutant tests only.
+    package var mutant: Mutant?
 
     private var active: [TxnID: ActiveTxn] = [:]
     private var finished: [TxnID: FinishedTxn] = [:]
@@ -345,7 +347,7 @@ public struct Coordinator: Sendable {
         ]
         output.mustSync = true
         let messages = decisionMessages(txnID, txn, outcome, to: rms)
-        if outcome == .commit { output.messagesAfterAppend = messages } else { output.messagesNow = messages }
+        if outcome == .commit && mutant != .commitBeforeDurable { output.messagesAfterAppend = messages } else { output.messagesNow = messages }
         output.replies = [ClientReply(txnID: txnID, status: status(outcome, reason))]
         return output
     }
@@ -372,7 +374,7 @@ public struct Coordinator: Sendable {
         if reappend {
             output.recordsToAppend = [PartitionRecord(partition: partition, record: .start(txnID: txnID, epoch: epoch, stamp: row.stamp, branches: row.branches))]
         }
-        guard let decision = row.decision else {
+        guard let decision = row.decision, mutant != .abortDecidedOnRecovery else {
             output.merge(decide(txnID, .abort, reason: reappend ? "leader changed before deciding" : "coordinator restarted before deciding", now: now))
             return output
         }

@@ -130,6 +130,8 @@ public struct Participant: Sendable {
     public let inquiryAfter: UInt64
     public private(set) var counters = Counters()
     public private(set) var locks = LockTable()
+    /// A deliberate bug, for the simulator's mutant tests only.
+    package var mutant: Mutant?
     private var txns: [TxnID: Txn] = [:]
     /// Txns that may need `tick`: waiting for locks or prepared. Entries whose txn moved on
     /// are dropped by the next tick, so `tick` never scans the finished txns.
@@ -202,6 +204,7 @@ public struct Participant: Sendable {
             txns[txnID]!.state = .persistingPrepared(prepared, rollbackRequested: nil)
             var output = ParticipantOutput()
             output.recordsToPersist = [.prepared(prepared)]
+            if mutant == .yesBeforeDurable { output.votes.append(VoteReply(txnID: txnID, vote: .yes)) }
             return output
         }
     }
@@ -229,7 +232,7 @@ public struct Participant: Sendable {
         guard let txn = txns[id] else {
             return message.outcome == .abort ? startApplying(id, .abort, nil, epoch: epoch) : ack(id, accepted: false, "commit of a txn this RM never prepared")
         }
-        if epoch < txn.epoch {
+        if epoch < txn.epoch && mutant != .ignoreEpochs {
             counters.staleEpochRefusals += 1
             return ack(id, accepted: false, "stale epoch \(epoch) < \(txn.epoch)")
         }
@@ -237,6 +240,8 @@ public struct Participant: Sendable {
         switch (txn.state, message.outcome) {
         case (.prepared(let prepared, _), let outcome):
             return startApplying(id, outcome, prepared, epoch: epoch)
+        case (.committed, .commit) where mutant == .applyDuplicateCommit:
+            return startApplying(id, .commit, nil, epoch: epoch)
         case (.committed, .commit), (.aborted, .abort):
             return ack(id, accepted: true, "")
         case (.applying(let applying, _), let outcome) where applying == outcome:

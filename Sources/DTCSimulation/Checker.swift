@@ -5,6 +5,8 @@ struct Checker {
     private(set) var violations: [String] = []
     /// The outcome each RM durably applied, per txn.
     private var applied: [TxnID: [Int: Outcome]] = [:]
+    /// COMMITs an RM made durable, per txn and RM: more than one is an effect applied twice.
+    private var commits: [TxnID: [Int: Int]] = [:]
     /// The first decision any process made durable, per txn: it must never change.
     private var decided: [TxnID: Outcome] = [:]
     /// RMs that durably prepared a txn at some point.
@@ -38,6 +40,8 @@ struct Checker {
             case .prepared(let prepared):
                 preparedAt[prepared.txnID, default: []].insert(rm)
             case .committed(let txnID, _, _):
+                commits[txnID, default: [:]][rm, default: 0] += 1
+                if commits[txnID]![rm]! > 1 { fail("exactly once: \(txnID) committed twice at \(Simulation.rmNames[rm])") }
                 apply(txnID, .commit, at: rm)
                 let voters = Set(branches[txnID]?.compactMap { Simulation.rmNames.firstIndex(of: $0.rm) } ?? [])
                 let missing = voters.subtracting(preparedAt[txnID] ?? [])

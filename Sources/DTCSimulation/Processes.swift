@@ -88,6 +88,7 @@ extension Simulation {
         let led = map.partitions(ledBy: "n\(index)")
         let epochs = Dictionary(uniqueKeysWithValues: led.map { ($0, Epoch(counter: node.epochCounter, node: UInt32(index + 1))) })
         var core = Coordinator(node: "n\(index)", nodeIndex: UInt32(index), epochs: epochs, limits: limits)
+        core.mutant = mutant
         let output = core.recover(node.disk.synced, now: now)
         node.core = core
         node.syncsIssued = 0
@@ -209,6 +210,7 @@ extension Simulation {
     func startRM(_ index: Int) {
         rms[index].generation += 1
         var core = Participant(limits: limits, inquiryAfter: 500)
+        core.mutant = mutant
         let (prepared, finished) = rms[index].recovered()
         core.recover(prepared: prepared, finished: finished, now: now)
         rms[index].core = core

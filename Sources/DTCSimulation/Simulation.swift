@@ -11,6 +11,8 @@ import DTCCore
 public final class Simulation {
     public let seed: UInt64
     public let swarm: Swarm
+    /// A deliberate bug in the cores, for the mutant tests.
+    let mutant: Mutant?
     var random: SplitMix64
     var now: UInt64 = 0
     private var queue = EventQueue()
@@ -27,8 +29,13 @@ public final class Simulation {
     static let seedStock: Int64 = 60
     static let seedBalance: Int64 = 50_000
 
-    public init(seed: UInt64) {
+    public convenience init(seed: UInt64) {
+        self.init(seed: seed, mutant: nil)
+    }
+
+    package init(seed: UInt64, mutant: Mutant?) {
         self.seed = seed
+        self.mutant = mutant
         random = SplitMix64(seed: seed)
         swarm = Swarm(&random)
         let names = (0..<swarm.nodes).map { "n\($0)" }

@@ -1,3 +1,4 @@
+import DTCCore
 import Testing
 
 @testable import DTCSimulation
@@ -26,5 +27,17 @@ import Testing
         }
         #expect(failures.isEmpty, "\(failures.prefix(3))")
         #expect(told > 10_000)
+    }
+}
+
+/// Each deliberate bug must be caught by the checkers within a bounded number of seeds:
+/// proof that the checkers look at what matters.
+@Suite struct MutantTests {
+    static let seedsMax: UInt64 = 400
+
+    @Test(arguments: [Mutant.commitBeforeDurable, .yesBeforeDurable, .abortDecidedOnRecovery, .applyDuplicateCommit])
+    func theCheckersCatchTheMutant(_ mutant: Mutant) {
+        let caught = (1...Self.seedsMax).first { !Simulation(seed: $0, mutant: mutant).run().violations.isEmpty }
+        #expect(caught != nil, "\(mutant) survived \(Self.seedsMax) seeds")
     }
 }
