@@ -42,6 +42,12 @@ struct Membership {
         updateReadiness()
     }
 
+    /// After this node itself stalled: every peer it knew counts as just heard from.
+    mutating func assumeAlive(at time: UInt64) {
+        now = max(now, time)
+        for peer in lastHeard.keys { lastHeard[peer] = time }
+    }
+
     mutating func tick(now time: UInt64) {
         now = max(now, time)
         updateReadiness()

@@ -33,6 +33,7 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
     private var promised: [UInt32: Epoch] = [:]
     private var fencing: Set<UInt32> = []
     private var retryTakeoverAt: [UInt32: UInt64] = [:]
+    private var lastTickAt: UInt64 = 0
     private var takenFrom: [UInt32: String] = [:]
     /// Txns a takeover found in doubt and has not finished yet, and when that takeover began.
     private var inDoubt: Set<TxnID> = []
@@ -223,6 +224,13 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
 
     func tick() {
         let now = clock.now()
+        // A node that did not run for a while (paused, starved) has heard nothing, through no
+        // fault of its peers: it must not suspect them, and take their partitions, for that.
+        if lastTickAt > 0, now - lastTickAt > UInt64(config.timing.suspicionTimeoutMs / 2) {
+            logger.warning("no tick for \(now - lastTickAt) ms (paused?): giving peers a fresh suspicion timeout")
+            membership.assumeAlive(at: now)
+        }
+        lastTickAt = now
         apply(coordinator.tick(now: now))
         membership.tick(now: now)
         trimExpired(now: now)
