@@ -14,6 +14,10 @@ struct Checker {
     private var told: [TxnID: TxnStatus] = [:]
     private var branches: [TxnID: [Branch]] = [:]
     private(set) var committedTxns: Set<TxnID> = []
+    /// How many of each node's synced log records were checked already.
+    private var nodeRecordsChecked: [Int: Int] = [:]
+    /// RMs whose committed state changed since the last check.
+    private var changedRMs: Set<Int> = []
 
     mutating func fail(_ violation: String) {
         violations.append(violation)
@@ -35,6 +39,7 @@ struct Checker {
 
     /// Records an RM made durable.
     mutating func synced(_ records: [ParticipantRecord], at rm: Int, in simulation: Simulation) {
+        if !records.isEmpty { changedRMs.insert(rm) }
         for record in records {
             switch record {
             case .prepared(let prepared):
@@ -74,15 +79,18 @@ struct Checker {
     /// business state conserves stock and money.
     mutating func check(_ simulation: Simulation) {
         for node in simulation.nodes {
-            for entry in node.disk.synced {
+            let synced = node.disk.synced
+            for entry in synced[(nodeRecordsChecked[node.index] ?? 0)...] {
                 if case .decision(let txnID, let outcome, _, _) = entry.record { record(txnID, outcome, by: "n\(node.index)'s log") }
             }
+            nodeRecordsChecked[node.index] = synced.count
         }
-        for rm in simulation.rms { checkConservation(rm) }
+        for rm in changedRMs.sorted() { checkConservation(simulation.rms[rm]) }
+        changedRMs = []
     }
 
     private mutating func checkConservation(_ rm: SimRM) {
-        let state = rm.committedState()
+        let state = rm.committedState
         switch rm.name {
         case "inventory":
             for sku in 0..<3 {

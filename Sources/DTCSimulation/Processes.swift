@@ -27,21 +27,26 @@ struct SimRM {
     var generation = 0
     var waitingVotes: [TxnID: [Int]] = [:]
     var waitingAcks: [TxnID: [Int]] = [:]
+    /// Committed values: the seed plus every synced COMMIT's writes, in order. Only synced
+    /// records change it, so it survives a crash as the disk does.
+    private(set) var committedState: [String: StateValue]
 
     init(index: Int, name: String) {
         self.index = index
         self.name = name
+        committedState = Self.seed(for: name)
     }
 
-    /// Committed values: the seed plus every synced COMMIT's writes, in order.
-    func committedState() -> [String: StateValue] {
-        var state = Self.seed(for: name)
-        for record in disk.synced {
+    /// Syncs the disk and applies the newly durable COMMITs; returns what became durable.
+    mutating func sync() -> [ParticipantRecord] {
+        let synced = disk.pending
+        disk.sync()
+        for record in synced {
             if case .committed(_, let writes, _) = record {
-                for write in writes { state[write.key] = write.value }
+                for write in writes { committedState[write.key] = write.value }
             }
         }
-        return state
+        return synced
     }
 
     static func seed(for name: String) -> [String: StateValue] {
@@ -252,8 +257,7 @@ extension Simulation {
     /// Syncs the RM's disk; each record that became durable goes back to the core.
     func syncRM(_ index: Int, _ generation: Int) {
         guard rms[index].generation == generation, rms[index].core != nil else { return }
-        let synced = rms[index].disk.pending
-        rms[index].disk.sync()
+        let synced = rms[index].sync()
         checker.synced(synced, at: index, in: self)
         for record in synced {
             guard var core = rms[index].core else { return }
@@ -284,7 +288,7 @@ extension Simulation {
         }
         for (txnID, keys) in output.reads.sorted(by: { $0.key < $1.key }) {
             guard var core = rms[index].core, let op = core.operation(of: txnID) else { continue }
-            let state = rms[index].committedState()
+            let state = rms[index].committedState
             let values = Dictionary(uniqueKeysWithValues: keys.compactMap { key in state[key].map { (key, $0) } })
             let planned = core.planned(txnID, ServiceLogic.plan(op, committed: values), now: now)
             rms[index].core = core
