@@ -60,6 +60,11 @@ struct Membership {
         leaders[partition] = (leader, epoch)
     }
 
+    /// `leader` no longer leads `partition` (it stepped down); who does is not known yet.
+    mutating func forget(_ partition: UInt32, leader: String) {
+        if leaders[partition]?.node == leader { leaders[partition] = nil }
+    }
+
     mutating func observe(_ partition: UInt32, epoch: Epoch) {
         observedEpochs[partition] = max(observedEpochs[partition] ?? .zero, epoch)
     }

@@ -658,6 +658,7 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
             }
             granted[partition] = epoch
             promised[partition] = epoch
+            backOffTakeover(partition)
             membership.observe(partition, epoch: epoch)
             if coordinator.leads(partition) {
                 logger.warning("\(request.candidate) fences partition \(partition) at epoch \(epoch): stepping down")
@@ -681,11 +682,19 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
     /// waiting on its txns are told to retry (the new leader answers them).
     private func stepDown(_ partition: UInt32) {
         let dropped = coordinator.stepDown(partition: partition)
+        // A higher epoch leads now, even if this node has not heard from its leader yet: leave
+        // the partition alone for a suspicion timeout, in which that leader's heartbeats arrive.
+        membership.forget(partition, leader: name)
+        backOffTakeover(partition)
         for item in replication.removeValue(forKey: partition)?.held ?? [] { drop(item.release) }
         for txnID in dropped {
             for waiter in waiters.removeValue(forKey: txnID) ?? [] { waiter.resume(returning: nil) }
         }
         logger.info("stepped down from partition \(partition); \(dropped.count) in-flight txns left to the new leader")
+    }
+
+    private func backOffTakeover(_ partition: UInt32) {
+        retryTakeoverAt[partition] = max(retryTakeoverAt[partition] ?? 0, clock.now() + UInt64(config.timing.suspicionTimeoutMs))
     }
 
     // MARK: - Trimming
