@@ -15,7 +15,6 @@ public struct Limits: Sendable, Equatable {
     public var decisionRetryMax: UInt64 = 2_000
     /// How long an RM waits for a lock before it votes NO.
     public var lockWaitTimeout: UInt64 = 500
-    public var locksPerTxnMax = 16
 
     public init() {}
 

@@ -34,7 +34,7 @@ public func runNode(config: ClusterConfig, name: String, logger: Logger) async t
     let coordinator = Coordinator(node: name, nodeIndex: UInt32(index), epochs: [:], limits: config.limits)
     let runtime = NodeRuntime(
         name: name, config: config, coordinator: coordinator, store: store, rmLinks: rmLinks, connections: connections,
-        clock: NodeClock(), logger: logger, promised: promised)
+        clock: ProcessClock(), logger: logger, promised: promised)
     await runtime.attach(peerLinks)
     try await runtime.scheduleTrimsOfStoredRows()
 

@@ -19,7 +19,7 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
     private let rmLinks: [String: RMLink]
     private let connections: Connections
     private var peerLinks: [String: PeerLink] = [:]
-    private let clock: NodeClock
+    private let clock: ProcessClock
     private let logger: Logger
     private let map: PartitionMap
     /// The partitions whose replica group includes this node.
@@ -68,7 +68,7 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
 
     init(
         name: String, config: ClusterConfig, coordinator: Coordinator, store: NodeStore, rmLinks: [String: RMLink],
-        connections: Connections, clock: NodeClock, logger: Logger, promised: [UInt32: Epoch]
+        connections: Connections, clock: ProcessClock, logger: Logger, promised: [UInt32: Epoch]
     ) {
         self.connections = connections
         self.name = name
@@ -748,23 +748,4 @@ extension Envelope {
         case .decision(_, let message): message.sender.partition
         }
     }
-}
-
-/// Milliseconds for the core: wall-clock aligned at start (so start stamps of different nodes
-/// are comparable), then monotonic (so timers never jump backwards).
-struct NodeClock: Sendable {
-    private let startWallMillis: UInt64
-    private let start: ContinuousClock.Instant
-
-    init() {
-        startWallMillis = UInt64(Date().timeIntervalSince1970 * 1000)
-        start = ContinuousClock.now
-    }
-
-    func elapsedMillis() -> UInt64 {
-        let elapsed = ContinuousClock.now - start
-        return UInt64(elapsed.components.seconds) * 1000 + UInt64(elapsed.components.attoseconds / 1_000_000_000_000_000)
-    }
-
-    func now() -> UInt64 { startWallMillis + elapsedMillis() }
 }

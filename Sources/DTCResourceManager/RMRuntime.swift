@@ -12,7 +12,7 @@ actor RMRuntime {
     let service: ServiceKind
     private var participant: Participant
     private let store: RMStore
-    private let clock: RMClock
+    private let clock: ProcessClock
     private let logger: Logger
     private var voteWaiters: [TxnID: [ReplySink]] = [:]
     private var ackWaiters: [TxnID: [ReplySink]] = [:]
@@ -23,7 +23,7 @@ actor RMRuntime {
         self.service = service
         self.participant = participant
         self.store = store
-        self.clock = RMClock()
+        self.clock = ProcessClock()
         self.logger = logger
         self.inquire = inquire
     }
@@ -133,13 +133,4 @@ struct ReplySink: Sendable {
     static let discard = ReplySink(queue: nil)
 
     func send(_ reply: Reply) { queue?.append(contentsOf: [reply]) }
-}
-
-struct RMClock: Sendable {
-    private let start = ContinuousClock.now
-
-    func now() -> UInt64 {
-        let elapsed = ContinuousClock.now - start
-        return UInt64(elapsed.components.seconds) * 1000 + UInt64(elapsed.components.attoseconds / 1_000_000_000_000_000)
-    }
 }
