@@ -28,9 +28,11 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
     /// Clients waiting for a txn's outcome (Submit, Resolve); nil tells them this node no
     /// longer leads the partition.
     private var waiters: [TxnID: [CheckedContinuation<TxnStatus?, Never>]] = [:]
-    private var replication: [UInt32: Replication] = [:]
+    private var replication: [UInt32: ReplicationLeader<Release>] = [:]
+    /// Per led partition: tickets that carry a COMMIT not yet on a quorum (for the crash points).
+    private var commitTickets: [UInt32: [UInt64]] = [:]
     private var membership: Membership
-    private var promised: [UInt32: Epoch] = [:]
+    private var promises: PartitionPromises
     private var fencing: Set<UInt32> = []
     private var retryTakeoverAt: [UInt32: UInt64] = [:]
     private var lastTickAt: UInt64 = 0
@@ -41,24 +43,6 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
     private var trimQueue: [(due: UInt64, partition: UInt32, txnID: TxnID)] = []
     private var trimmed: UInt64 = 0
     private var takeovers: UInt64 = 0
-
-    /// Per led partition: tickets of appends, who holds them durably, and what waits for that.
-    struct Replication {
-        var members: [String]
-        var issued: UInt64 = 0
-        var durable: [String: UInt64] = [:]
-        var held: [(ticket: UInt64, release: Release)] = []
-        /// Tickets that carry a COMMIT not yet held by a quorum (for the crash points).
-        var commitTickets: [UInt64] = []
-
-        var quorum: Int { members.count / 2 + 1 }
-
-        /// The highest ticket that a quorum of members holds durably.
-        var quorumDurable: UInt64 {
-            let acked = members.map { durable[$0] ?? 0 }.sorted(by: >)
-            return acked[quorum - 1]
-        }
-    }
 
     enum Release {
         case messages([Envelope])
@@ -82,7 +66,7 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
         let map = config.partitionMap
         self.map = map
         self.memberOf = (0..<map.partitionCount).filter { map.replicaGroup(of: $0).contains(name) }
-        self.promised = promised
+        self.promises = PartitionPromises(promised)
         self.membership = Membership(
             me: name, peers: config.nodes.map(\.name).filter { $0 != name }, replicationFactor: config.replicationFactor,
             suspicionTimeout: UInt64(config.timing.suspicionTimeoutMs), startedAt: clock.now())
@@ -268,9 +252,8 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
             guard var replica = replication[partition], let epoch = coordinator.epochs[partition] else {
                 preconditionFailure("\(name) appends to partition \(partition), which it does not lead")
             }
-            replica.issued += 1
-            let ticket = replica.issued
-            if entries.contains(where: \.isCommit) { replica.commitTickets.append(ticket) }
+            let ticket = replica.issue()
+            if entries.contains(where: \.isCommit) { commitTickets[partition, default: []].append(ticket) }
             replication[partition] = replica
             tickets.append((partition, ticket))
             let append = Dtc_V1_Append.with {
@@ -320,26 +303,21 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
             drop(release)
             return
         }
-        if replica.quorumDurable >= replica.issued {
-            perform(release)
-        } else {
-            replica.held.append((replica.issued, release))
-            replication[partition] = replica
-        }
+        let now = replica.hold(release)
+        replication[partition] = replica
+        if let now { perform(now) }
     }
 
     private func acknowledged(partition: UInt32, ticket: UInt64, by member: String) {
         guard var replica = replication[partition] else { return }
-        replica.durable[member] = max(replica.durable[member] ?? 0, ticket)
+        let released = replica.acknowledged(ticket, by: member)
         let durable = replica.quorumDurable
-        if replica.commitTickets.contains(where: { $0 <= durable }) {
-            replica.commitTickets.removeAll { $0 <= durable }
+        replication[partition] = replica
+        if let tickets = commitTickets[partition], tickets.contains(where: { $0 <= durable }) {
+            commitTickets[partition]!.removeAll { $0 <= durable }
             CrashPoints.shared.reached(.afterCommitQuorum)
         }
-        let ready = replica.held.prefix { $0.ticket <= durable }
-        replica.held.removeFirst(ready.count)
-        replication[partition] = replica
-        for item in ready { perform(item.release) }
+        for release in released { perform(release) }
     }
 
     private func perform(_ release: Release) {
@@ -404,7 +382,7 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
         var appends: [Dtc_V1_Append] = []
         for partition in partitions {
             guard let replica = replication[partition], replica.members.contains(peer) else { continue }
-            replication[partition]!.durable[peer] = 0
+            replication[partition]!.catchUp(peer)
             let epoch = coordinator.epochs[partition]!
             appends.append(.with {
                 $0.partition = partition
@@ -421,21 +399,19 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
     /// for the partition, acknowledged once durable.
     func appendsReceived(_ appends: [Dtc_V1_Append], from leader: String, replyTo acks: BatchQueue<Dtc_V1_AppendAck>) {
         var entries: [PartitionRecord] = []
-        var promises: [UInt32: Epoch] = [:]
+        var newPromises: [UInt32: Epoch] = [:]
         var accepted: [Dtc_V1_AppendAck] = []
         var refused: [Dtc_V1_AppendAck] = []
         for append in appends {
             let epoch = Epoch(counter: append.epochCounter, node: append.epochNode)
             let partition = append.partition
-            let current = promised[partition] ?? .zero
-            guard membership.isReady, epoch >= current, !coordinator.leads(partition) || epoch > coordinator.epochs[partition]! else {
-                refused.append(refusal(append, promised: membership.isReady ? current : .zero))
+            switch promises.append(partition: partition, epoch: epoch, led: coordinator.epochs[partition], isReady: membership.isReady) {
+            case .refuse(let promised):
+                refused.append(refusal(append, promised: promised))
                 continue
-            }
-            if coordinator.leads(partition) { stepDown(partition) }
-            if epoch > current {
-                promised[partition] = epoch
-                promises[partition] = epoch
+            case .accept(let promise, let mustStepDown):
+                if mustStepDown { stepDown(partition) }
+                if let promise { newPromises[partition] = promise }
             }
             membership.learn(partition, leader: leader, epoch: epoch)
             let records = append.records.compactMap { try? LogRecord(decoding: [UInt8]($0)) }.map { PartitionRecord(partition: partition, record: $0) }
@@ -447,7 +423,7 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
         guard !accepted.isEmpty else { return }
         // One group-commit entry for the whole message; the acks go back once it is durable.
         let durableAcks = accepted
-        store.append(entries, promises: promises) { result in
+        store.append(entries, promises: newPromises) { result in
             if case .failure(let error) = result { fatalError("dtc-node: replicated append failed, stopping to recover: \(error)") }
             acks.append(contentsOf: durableAcks)
         }
@@ -470,7 +446,7 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
         return .with {
             $0.node = name
             $0.leads = leadsList()
-            $0.promised = promised.sorted { $0.key < $1.key }.map { partition, epoch in
+            $0.promised = promises.promised.sorted { $0.key < $1.key }.map { partition, epoch in
                 .with { $0.partition = partition; $0.epochCounter = epoch.counter; $0.epochNode = epoch.node }
             }
             $0.ready = membership.isReady
@@ -511,7 +487,7 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
         for promise in peerPromises {
             let epoch = Epoch(counter: promise.epochCounter, node: promise.epochNode)
             membership.observe(promise.partition, epoch: epoch)
-            promised[promise.partition] = max(promised[promise.partition] ?? .zero, epoch)
+            promises.adopt(promise.partition, epoch)
         }
     }
 
@@ -519,9 +495,7 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
 
     private func shouldTakeOver(_ partition: UInt32, now: UInt64) -> Bool {
         guard !coordinator.leads(partition), !fencing.contains(partition), now >= (retryTakeoverAt[partition] ?? 0) else { return false }
-        if let leader = membership.leader(of: partition), leader.node != name, membership.isAlive(leader.node) { return false }
-        let members = map.replicaGroup(of: partition)
-        return members.first { $0 == name || membership.isAlive($0) } == name
+        return membership.shouldTakeOver(partition, members: map.replicaGroup(of: partition))
     }
 
     /// Fences the partitions at new epochs: a quorum of each one's members promise it
@@ -531,42 +505,43 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
     private func takeOver(_ partitions: [UInt32]) async {
         defer { fencing.subtract(partitions) }
         let started = clock.now()
-        var epochs: [UInt32: Epoch] = [:]
+        var seen: [UInt32: Epoch] = [:]
         for partition in partitions {
-            let seen = [promised[partition], membership.leader(of: partition)?.epoch, membership.observed(partition)].compactMap { $0 }.max() ?? .zero
-            epochs[partition] = seen.next(for: nodeID)
-            promised[partition] = epochs[partition]
+            seen[partition] = [promises[partition], membership.leader(of: partition)?.epoch, membership.observed(partition)].compactMap { $0 }.max() ?? .zero
         }
-        await persistPromises(epochs)
-        var rows: [UInt32: [TxnRow]] = [:]
-        var promisedBy: [UInt32: [String]] = [:]
+        var takeover = Takeover(
+            candidate: name, nodeID: nodeID, seen: seen,
+            groups: Dictionary(uniqueKeysWithValues: partitions.map { ($0, map.replicaGroup(of: $0)) }))
+        for (partition, epoch) in takeover.epochs { promises.adopt(partition, epoch) }
+        await persistPromises(takeover.epochs)
         for partition in partitions {
-            rows[partition] = (try? store.rows(of: partition)) ?? []
-            promisedBy[partition] = [name]
+            takeover.promisedLocally(partition, rows: (try? store.rows(of: partition)) ?? [])
         }
-        for (member, promises) in await fence(epochs) {
-            for promise in promises {
-                guard epochs[promise.partition] != nil else { continue }
-                if promise.promised {
-                    promisedBy[promise.partition]!.append(member)
-                    rows[promise.partition]! += promise.rows.compactMap { try? TxnRow(decoding: [UInt8]($0)) }
+        for (member, answers) in await fence(takeover.epochs) {
+            for answer in answers {
+                if answer.promised {
+                    takeover.promised(answer.partition, by: member, rows: answer.rows.compactMap { try? TxnRow(decoding: [UInt8]($0)) })
                 } else {
-                    membership.observe(promise.partition, epoch: Epoch(counter: promise.promisedCounter, node: promise.promisedNode))
+                    let theirs = Epoch(counter: answer.promisedCounter, node: answer.promisedNode)
+                    takeover.refused(answer.partition, promised: theirs)
+                    membership.observe(answer.partition, epoch: theirs)
                 }
             }
         }
+        for partition in takeover.lost() {
+            retryTakeoverAt[partition] = clock.now() + UInt64(config.timing.heartbeatMs * 3)
+            logger.info("takeover of partition \(partition) at epoch \(takeover.epochs[partition]!) failed: promises from \(takeover.promisers(of: partition).joined(separator: ", ")) of \(map.replicaGroup(of: partition).joined(separator: ", "))")
+        }
         var installed: [UInt32] = []
         var inDoubt: [TxnRow] = []
-        for partition in partitions {
-            let members = map.replicaGroup(of: partition)
-            let epoch = epochs[partition]!
-            guard promisedBy[partition]!.count >= members.count / 2 + 1, promised[partition] == epoch, !coordinator.leads(partition) else {
-                retryTakeoverAt[partition] = clock.now() + UInt64(config.timing.heartbeatMs * 3)
-                logger.info("takeover of partition \(partition) at epoch \(epoch) failed: promises from \(promisedBy[partition]!.joined(separator: ", ")) of \(members.joined(separator: ", "))")
+        for won in takeover.won() {
+            // Meanwhile this node may have promised a higher epoch to another candidate.
+            guard promises[won.partition] == won.epoch, !coordinator.leads(won.partition) else {
+                retryTakeoverAt[won.partition] = clock.now() + UInt64(config.timing.heartbeatMs * 3)
                 continue
             }
-            inDoubt += install(partition, epoch: epoch, rows: mergeRows(rows[partition]!))
-            installed.append(partition)
+            inDoubt += install(won.partition, epoch: won.epoch, rows: won.rows)
+            installed.append(won.partition)
         }
         guard !installed.isEmpty else { return }
         let commits = inDoubt.filter { $0.decision?.outcome == .commit }.count
@@ -580,7 +555,7 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
     /// Adopts one partition; returns its txns that were in doubt.
     private func install(_ partition: UInt32, epoch: Epoch, rows: [TxnRow]) -> [TxnRow] {
         let members = map.replicaGroup(of: partition)
-        replication[partition] = Replication(members: members)
+        replication[partition] = ReplicationLeader(members: members)
         let previous = membership.leader(of: partition)
         membership.learn(partition, leader: name, epoch: epoch)
         if let previous, previous.node != name { takenFrom[partition] = previous.node }
@@ -646,18 +621,16 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
         for wanted in request.partitions {
             let partition = wanted.partition
             let epoch = Epoch(counter: wanted.epochCounter, node: wanted.epochNode)
-            let current = max(promised[partition] ?? .zero, coordinator.epochs[partition] ?? .zero)
-            guard membership.isReady, epoch > current else {
+            if case .failure(let refusal) = promises.fence(partition: partition, epoch: epoch, led: coordinator.epochs[partition], isReady: membership.isReady) {
                 refused.append(.with {
                     $0.partition = partition
                     $0.promised = false
-                    $0.promisedCounter = current.counter
-                    $0.promisedNode = current.node
+                    $0.promisedCounter = refusal.promised.counter
+                    $0.promisedNode = refusal.promised.node
                 })
                 continue
             }
             granted[partition] = epoch
-            promised[partition] = epoch
             backOffTakeover(partition)
             membership.observe(partition, epoch: epoch)
             if coordinator.leads(partition) {
@@ -686,7 +659,8 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
         // the partition alone for a suspicion timeout, in which that leader's heartbeats arrive.
         membership.forget(partition, leader: name)
         backOffTakeover(partition)
-        for item in replication.removeValue(forKey: partition)?.held ?? [] { drop(item.release) }
+        commitTickets[partition] = nil
+        for release in replication.removeValue(forKey: partition)?.pending ?? [] { drop(release) }
         for txnID in dropped {
             for waiter in waiters.removeValue(forKey: txnID) ?? [] { waiter.resume(returning: nil) }
         }

@@ -1,21 +1,25 @@
-import DTCCore
-
 /// The failure detector and what this node knows of who leads each partition. A peer is
 /// alive while it was heard from (a heartbeat either way) within the suspicion timeout.
-struct Membership {
-    let me: String
-    let peers: [String]
-    let suspicionTimeout: UInt64
-    let startedAt: UInt64
+/// Times are the caller's milliseconds: the core reads no clock.
+public struct Membership: Sendable {
+    public struct Leader: Hashable, Sendable {
+        public var node: String
+        public var epoch: Epoch
+    }
+
+    public let me: String
+    public let peers: [String]
+    public let suspicionTimeout: UInt64
+    public let startedAt: UInt64
     /// Peers to hear from, with itself a majority of a replica group.
-    let peersForMajority: Int
-    private(set) var now: UInt64
-    private(set) var lastHeard: [String: UInt64] = [:]
-    private(set) var isReady = false
-    private var leaders: [UInt32: (node: String, epoch: Epoch)] = [:]
+    public let peersForMajority: Int
+    public private(set) var now: UInt64
+    public private(set) var lastHeard: [String: UInt64] = [:]
+    public private(set) var isReady = false
+    private var leaders: [UInt32: Leader] = [:]
     private var observedEpochs: [UInt32: Epoch] = [:]
 
-    init(me: String, peers: [String], replicationFactor: Int, suspicionTimeout: UInt64, startedAt: UInt64) {
+    public init(me: String, peers: [String], replicationFactor: Int, suspicionTimeout: UInt64, startedAt: UInt64) {
         self.peersForMajority = replicationFactor / 2
         self.me = me
         self.peers = peers
@@ -25,47 +29,47 @@ struct Membership {
         updateReadiness()
     }
 
-    func isAlive(_ node: String) -> Bool {
+    public func isAlive(_ node: String) -> Bool {
         if node == me { return true }
         guard let heard = lastHeard[node] else { return false }
         return now < heard + suspicionTimeout
     }
 
-    func leader(of partition: UInt32) -> (node: String, epoch: Epoch)? { leaders[partition] }
+    public func leader(of partition: UInt32) -> Leader? { leaders[partition] }
 
     /// The highest epoch seen for the partition from any source.
-    func observed(_ partition: UInt32) -> Epoch? { observedEpochs[partition] }
+    public func observed(_ partition: UInt32) -> Epoch? { observedEpochs[partition] }
 
-    mutating func heard(_ peer: String, at time: UInt64, isReady peerIsReady: Bool) {
+    public mutating func heard(_ peer: String, at time: UInt64, isReady peerIsReady: Bool) {
         now = max(now, time)
         lastHeard[peer] = time
         updateReadiness()
     }
 
     /// After this node itself stalled: every peer it knew counts as just heard from.
-    mutating func assumeAlive(at time: UInt64) {
+    public mutating func assumeAlive(at time: UInt64) {
         now = max(now, time)
         for peer in lastHeard.keys { lastHeard[peer] = time }
     }
 
-    mutating func tick(now time: UInt64) {
+    public mutating func tick(now time: UInt64) {
         now = max(now, time)
         updateReadiness()
     }
 
     /// `leader` leads `partition` at `epoch`, unless a higher epoch is already known.
-    mutating func learn(_ partition: UInt32, leader: String, epoch: Epoch) {
+    public mutating func learn(_ partition: UInt32, leader: String, epoch: Epoch) {
         observe(partition, epoch: epoch)
         if let known = leaders[partition], known.epoch > epoch { return }
-        leaders[partition] = (leader, epoch)
+        leaders[partition] = Leader(node: leader, epoch: epoch)
     }
 
     /// `leader` no longer leads `partition` (it stepped down); who does is not known yet.
-    mutating func forget(_ partition: UInt32, leader: String) {
+    public mutating func forget(_ partition: UInt32, leader: String) {
         if leaders[partition]?.node == leader { leaders[partition] = nil }
     }
 
-    mutating func observe(_ partition: UInt32, epoch: Epoch) {
+    public mutating func observe(_ partition: UInt32, epoch: Epoch) {
         observedEpochs[partition] = max(observedEpochs[partition] ?? .zero, epoch)
     }
 
@@ -79,5 +83,12 @@ struct Membership {
         if heardFrom == peers.count || (now >= startedAt + suspicionTimeout && heardFrom >= peersForMajority) {
             isReady = true
         }
+    }
+
+    /// Whether this node should fence `partition` now: it is not led by a live leader this
+    /// node knows of, and this node is the first live member of its replica group.
+    public func shouldTakeOver(_ partition: UInt32, members: [String]) -> Bool {
+        if let leader = leaders[partition], leader.node != me, isAlive(leader.node) { return false }
+        return members.first { isAlive($0) } == me
     }
 }

@@ -1,0 +1,161 @@
+/// The leader's side of one partition's log replication. Every batch of records appended to
+/// the partition gets the next ticket; each member reports the highest ticket it holds
+/// durably (the leader itself included). What depends on the records (messages to RMs,
+/// replies to clients) is held until a quorum of the replica group holds every ticket issued
+/// before it: a decision is made only once a quorum has it (DESIGN.md, "Words").
+///
+/// `Release` is whatever the shell holds back; the core only orders it.
+public struct ReplicationLeader<Release> {
+    public let members: [String]
+    public private(set) var issued: UInt64 = 0
+    private var durable: [String: UInt64] = [:]
+    private var held: [(ticket: UInt64, release: Release)] = []
+
+    public init(members: [String]) {
+        self.members = members
+    }
+
+    public var quorum: Int { members.count / 2 + 1 }
+
+    /// The highest ticket that a quorum of members holds durably.
+    public var quorumDurable: UInt64 {
+        let acked = members.map { durable[$0] ?? 0 }.sorted(by: >)
+        return acked[quorum - 1]
+    }
+
+    /// The ticket for the next batch of records.
+    public mutating func issue() -> UInt64 {
+        issued += 1
+        return issued
+    }
+
+    /// Returns `release` if everything issued so far is on a quorum; otherwise keeps it until
+    /// `acknowledged` releases it.
+    public mutating func hold(_ release: Release) -> Release? {
+        if quorumDurable >= issued { return release }
+        held.append((issued, release))
+        return nil
+    }
+
+    /// `member` holds every ticket up to `ticket` durably; returns what that releases.
+    public mutating func acknowledged(_ ticket: UInt64, by member: String) -> [Release] {
+        precondition(members.contains(member), "ack from \(member), not a member of \(members)")
+        durable[member] = max(durable[member] ?? 0, ticket)
+        let ready = quorumDurable
+        let released = held.prefix { $0.ticket <= ready }
+        held.removeFirst(released.count)
+        return released.map(\.release)
+    }
+
+    /// `member` (re)connected and gets the partition's active records again: its acks count
+    /// from that catch-up on, since it may have lost what it held before.
+    public mutating func catchUp(_ member: String) {
+        durable[member] = 0
+    }
+
+    /// What is still held; a leader that steps down must send none of it.
+    public var pending: [Release] { held.map(\.release) }
+}
+
+extension ReplicationLeader: Sendable where Release: Sendable {}
+
+/// The epochs a node has promised, per partition, and the rules that fence a stale leader:
+/// a member accepts appends only at or above its promise, and promises a candidate only an
+/// epoch above every epoch it has promised or led.
+public struct PartitionPromises: Sendable {
+    public private(set) var promised: [UInt32: Epoch]
+
+    public init(_ promised: [UInt32: Epoch] = [:]) {
+        self.promised = promised
+    }
+
+    public subscript(_ partition: UInt32) -> Epoch { promised[partition] ?? .zero }
+
+    public enum AppendVerdict: Equatable, Sendable {
+        /// Accept; `promise` is a higher epoch to persist with the records (nil if unchanged).
+        case accept(promise: Epoch?, stepDown: Bool)
+        /// Refuse; the leader learns the epoch promised here.
+        case refuse(promised: Epoch)
+    }
+
+    /// A leader's append at `epoch`. `led` is the epoch at which this node itself leads the
+    /// partition, if it does: an append at a higher epoch makes it step down.
+    public mutating func append(partition: UInt32, epoch: Epoch, led: Epoch?, isReady: Bool) -> AppendVerdict {
+        let current = self[partition]
+        guard isReady else { return .refuse(promised: .zero) }
+        guard epoch >= current, led.map({ epoch > $0 }) ?? true else { return .refuse(promised: current) }
+        guard epoch > current else { return .accept(promise: nil, stepDown: led != nil) }
+        promised[partition] = epoch
+        return .accept(promise: epoch, stepDown: led != nil)
+    }
+
+    /// A candidate's FENCE at `epoch`: granted (to persist before answering) or refused with
+    /// the epoch that beats it.
+    public mutating func fence(partition: UInt32, epoch: Epoch, led: Epoch?, isReady: Bool) -> Result<Epoch, Refusal> {
+        let current = max(self[partition], led ?? .zero)
+        guard isReady, epoch > current else { return .failure(Refusal(promised: current)) }
+        promised[partition] = epoch
+        return .success(epoch)
+    }
+
+    public struct Refusal: Error, Equatable, Sendable {
+        public var promised: Epoch
+    }
+
+    /// Adopts a higher epoch learned from a peer: it only makes this node refuse more.
+    public mutating func adopt(_ partition: UInt32, _ epoch: Epoch) {
+        promised[partition] = max(self[partition], epoch)
+    }
+}
+
+/// One takeover attempt of a set of partitions: the candidate's new epochs, the members that
+/// promised them, and the rows they returned. A partition is won with promises from a quorum
+/// of its replica group (the candidate's own included); its merged rows then go to
+/// `Coordinator.takeOver`.
+public struct Takeover: Sendable {
+    public let candidate: String
+    public let epochs: [UInt32: Epoch]
+    private let groups: [UInt32: [String]]
+    private var promisedBy: [UInt32: Set<String>] = [:]
+    private var rows: [UInt32: [TxnRow]] = [:]
+    /// Epochs that refusals showed to be above the candidate's.
+    public private(set) var refusedAt: [UInt32: Epoch] = [:]
+
+    /// `seen` is the highest epoch the candidate knows of per partition (promised, led by a
+    /// peer or observed); each new epoch is above it. `groups` are the replica groups.
+    public init(candidate: String, nodeID: UInt32, seen: [UInt32: Epoch], groups: [UInt32: [String]]) {
+        self.candidate = candidate
+        self.groups = groups
+        self.epochs = seen.mapValues { $0.next(for: nodeID) }
+    }
+
+    /// The candidate's own promise and rows (persisted before any FENCE goes out).
+    public mutating func promisedLocally(_ partition: UInt32, rows ownRows: [TxnRow]) {
+        promised(partition, by: candidate, rows: ownRows)
+    }
+
+    public mutating func promised(_ partition: UInt32, by member: String, rows memberRows: [TxnRow]) {
+        guard let group = groups[partition], group.contains(member), epochs[partition] != nil else { return }
+        promisedBy[partition, default: []].insert(member)
+        rows[partition, default: []] += memberRows
+    }
+
+    public mutating func refused(_ partition: UInt32, promised: Epoch) {
+        refusedAt[partition] = max(refusedAt[partition] ?? .zero, promised)
+    }
+
+    public func promisers(of partition: UInt32) -> [String] { (promisedBy[partition] ?? []).sorted() }
+
+    /// The partitions won, each with its epoch and the members' rows merged.
+    public func won() -> [(partition: UInt32, epoch: Epoch, rows: [TxnRow])] {
+        epochs.keys.sorted().compactMap { partition in
+            guard let group = groups[partition], promisers(of: partition).count >= group.count / 2 + 1 else { return nil }
+            return (partition, epochs[partition]!, mergeRows(rows[partition] ?? []))
+        }
+    }
+
+    public func lost() -> [UInt32] {
+        let won = Set(won().map(\.partition))
+        return epochs.keys.sorted().filter { !won.contains($0) }
+    }
+}
