@@ -222,25 +222,6 @@ public struct Coordinator: Sendable {
         return output
     }
 
-    /// Rebuilds state from this node's own log after a restart, for partitions whose replica
-    /// group is this node alone: every decided txn without END resumes phase 2, every started
-    /// txn without a decision is aborted (presumed abort).
-    public mutating func recover(_ records: [PartitionRecord], now: UInt64) -> CoordinatorOutput {
-        precondition(active.isEmpty && finished.isEmpty, "recover must run before any other event")
-        var rows: [UInt32: [TxnID: TxnRow]] = [:]
-        for entry in records {
-            rows[entry.partition, default: [:]][entry.record.txnID, default: TxnRow(txnID: entry.record.txnID)].apply(entry.record)
-        }
-        var output = CoordinatorOutput()
-        for (partition, partitionRows) in rows.sorted(by: { $0.key < $1.key }) {
-            if epochs[partition] == nil { epochs[partition] = partitionRows.values.compactMap { $0.decision?.epoch }.max() ?? .zero }
-            for row in partitionRows.values.sorted(by: { $0.txnID < $1.txnID }) {
-                output.merge(adopt(row, partition: partition, reappend: false, now: now))
-            }
-        }
-        return output
-    }
-
     /// This node becomes the partition's leader at `epoch`, with the rows merged from a quorum
     /// of its replica group. Every decision is appended again at the new epoch (so this
     /// epoch's quorum holds it) and driven to the RMs; every started txn without a decision is
@@ -250,7 +231,7 @@ public struct Coordinator: Sendable {
         epochs[partition] = epoch
         var output = CoordinatorOutput()
         for row in rows.sorted(by: { $0.txnID < $1.txnID }) {
-            output.merge(adopt(row, partition: partition, reappend: true, now: now))
+            output.merge(adopt(row, partition: partition, now: now))
         }
         return output
     }
@@ -360,7 +341,7 @@ public struct Coordinator: Sendable {
     }
 
     /// Takes on one txn of a partition this node now leads, from its (merged) row.
-    private mutating func adopt(_ row: TxnRow, partition: UInt32, reappend: Bool, now: UInt64) -> CoordinatorOutput {
+    private mutating func adopt(_ row: TxnRow, partition: UInt32, now: UInt64) -> CoordinatorOutput {
         let txnID = row.txnID
         if row.isEnded || row.branches.isEmpty {
             let outcome = row.decision?.outcome ?? .abort
@@ -371,21 +352,17 @@ public struct Coordinator: Sendable {
         let epoch = epochs[partition]!
         active[txnID] = ActiveTxn(partition: partition, stamp: row.stamp, branches: row.branches, phase: .preparing(votes: [:], deadline: now))
         var output = CoordinatorOutput()
-        if reappend {
-            output.recordsToAppend = [PartitionRecord(partition: partition, record: .start(txnID: txnID, epoch: epoch, stamp: row.stamp, branches: row.branches))]
-        }
-        guard let decision = row.decision, mutant != .abortDecidedOnRecovery else {
-            output.merge(decide(txnID, .abort, reason: reappend ? "leader changed before deciding" : "coordinator restarted before deciding", now: now))
+        output.recordsToAppend = [PartitionRecord(partition: partition, record: .start(txnID: txnID, epoch: epoch, stamp: row.stamp, branches: row.branches))]
+        guard let decision = row.decision, mutant != .takeoverAbortsCommitted else {
+            output.merge(decide(txnID, .abort, reason: "leader changed before deciding", now: now))
             return output
         }
         let rms = Set(row.branches.map(\.rm))
         var txn = active[txnID]!
         txn.phase = .deciding(outcome: decision.outcome, reason: decision.reason, pendingAcks: rms, nextRetry: now + limits.decisionRetryInitial, retryDelay: limits.decisionRetryInitial)
         active[txnID] = txn
-        if reappend {
-            output.recordsToAppend.append(PartitionRecord(partition: partition, record: .decision(txnID: txnID, outcome: decision.outcome, reason: decision.reason, epoch: epoch)))
-            output.mustSync = true
-        }
+        output.recordsToAppend.append(PartitionRecord(partition: partition, record: .decision(txnID: txnID, outcome: decision.outcome, reason: decision.reason, epoch: epoch)))
+        output.mustSync = true
         output.messagesAfterAppend = decisionMessages(txnID, txn, decision.outcome, to: rms)
         return output
     }

@@ -64,6 +64,17 @@ public struct Membership: Sendable {
         leaders[partition] = Leader(node: leader, epoch: epoch)
     }
 
+    /// A peer's full list of what it leads: learns each, and forgets the peer as the leader of
+    /// any partition it no longer lists (it stepped down or restarted). Otherwise a leader
+    /// that restarted before anyone suspected it would still count as the live leader of
+    /// partitions it has dropped, and nobody would take them over.
+    public mutating func peerLeads(_ peer: String, _ leads: [UInt32: Epoch]) {
+        for (partition, epoch) in leads { learn(partition, leader: peer, epoch: epoch) }
+        for (partition, leader) in leaders where leader.node == peer && leads[partition] == nil {
+            leaders[partition] = nil
+        }
+    }
+
     /// `leader` no longer leads `partition` (it stepped down); who does is not known yet.
     public mutating func forget(_ partition: UInt32, leader: String) {
         if leaders[partition]?.node == leader { leaders[partition] = nil }

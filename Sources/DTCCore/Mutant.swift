@@ -8,8 +8,11 @@ package enum Mutant: String, Sendable, CaseIterable {
     case yesBeforeDurable
     /// An RM accepts decisions from any epoch.
     case ignoreEpochs
-    /// Recovery aborts a txn whose COMMIT was already durable.
-    case abortDecidedOnRecovery
+    /// A new leader aborts a txn whose COMMIT a quorum holds.
+    case takeoverAbortsCommitted
+    /// A follower that refused an append keeps acknowledging the rest of the leader's stream,
+    /// so its acks claim records it never stored.
+    case followerKeepsSessionAfterRefusal
     /// An RM applies a repeated COMMIT again.
     case applyDuplicateCommit
 }

@@ -4,27 +4,37 @@
 /// replies to clients) is held until a quorum of the replica group holds every ticket issued
 /// before it: a decision is made only once a quorum has it (DESIGN.md, "Words").
 ///
+/// Tickets of a tenure start above every ticket of the partition's earlier tenures (they are
+/// numbered from the epoch's counter), so an ack that arrives late from an earlier tenure
+/// counts for nothing.
+///
 /// `Release` is whatever the shell holds back; the core only orders it.
 public struct ReplicationLeader<Release> {
     public let members: [String]
-    public private(set) var issued: UInt64 = 0
+    /// The ticket before this tenure's first.
+    public let base: UInt64
+    public private(set) var issued: UInt64
     private var durable: [String: UInt64] = [:]
     private var held: [(ticket: UInt64, release: Release)] = []
 
-    public init(members: [String]) {
+    public init(members: [String], epoch: Epoch) {
+        precondition(epoch.counter < 1 << 31, "epoch counter \(epoch.counter) leaves no room for tickets")
         self.members = members
+        self.base = epoch.counter << 32
+        self.issued = base
     }
 
     public var quorum: Int { members.count / 2 + 1 }
 
     /// The highest ticket that a quorum of members holds durably.
     public var quorumDurable: UInt64 {
-        let acked = members.map { durable[$0] ?? 0 }.sorted(by: >)
+        let acked = members.map { durable[$0] ?? base }.sorted(by: >)
         return acked[quorum - 1]
     }
 
     /// The ticket for the next batch of records.
     public mutating func issue() -> UInt64 {
+        precondition(issued - base < UInt64(UInt32.max), "a tenure ran out of tickets")
         issued += 1
         return issued
     }
@@ -40,17 +50,23 @@ public struct ReplicationLeader<Release> {
     /// `member` holds every ticket up to `ticket` durably; returns what that releases.
     public mutating func acknowledged(_ ticket: UInt64, by member: String) -> [Release] {
         precondition(members.contains(member), "ack from \(member), not a member of \(members)")
-        durable[member] = max(durable[member] ?? 0, ticket)
+        durable[member] = max(durable[member] ?? base, ticket)
         let ready = quorumDurable
         let released = held.prefix { $0.ticket <= ready }
         held.removeFirst(released.count)
         return released.map(\.release)
     }
 
+    /// Whether `member` has not acknowledged everything issued: a leader that hears nothing
+    /// from a member that is behind sends it a catch-up, since an append may have been lost.
+    public func isBehind(_ member: String) -> Bool {
+        (durable[member] ?? base) < issued
+    }
+
     /// `member` (re)connected and gets the partition's active records again: its acks count
     /// from that catch-up on, since it may have lost what it held before.
     public mutating func catchUp(_ member: String) {
-        durable[member] = 0
+        durable[member] = base
     }
 
     /// What is still held; a leader that steps down must send none of it.

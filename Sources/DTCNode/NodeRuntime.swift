@@ -474,9 +474,10 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
     /// partition that a higher epoch now leads.
     private func heard(_ peer: String, leads: [Dtc_V1_PartitionEpoch], promised peerPromises: [Dtc_V1_PartitionEpoch], ready: Bool) {
         membership.heard(peer, at: clock.now(), isReady: ready)
+        let led = Dictionary(leads.map { ($0.partition, Epoch(counter: $0.epochCounter, node: $0.epochNode)) }, uniquingKeysWith: max)
+        membership.peerLeads(peer, led)
         for lead in leads {
             let epoch = Epoch(counter: lead.epochCounter, node: lead.epochNode)
-            membership.learn(lead.partition, leader: peer, epoch: epoch)
             if let mine = coordinator.epochs[lead.partition], epoch > mine {
                 logger.warning("\(peer) leads partition \(lead.partition) at epoch \(epoch), above ours (\(mine)): stepping down")
                 stepDown(lead.partition)
@@ -555,7 +556,7 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
     /// Adopts one partition; returns its txns that were in doubt.
     private func install(_ partition: UInt32, epoch: Epoch, rows: [TxnRow]) -> [TxnRow] {
         let members = map.replicaGroup(of: partition)
-        replication[partition] = ReplicationLeader(members: members)
+        replication[partition] = ReplicationLeader(members: members, epoch: epoch)
         let previous = membership.leader(of: partition)
         membership.learn(partition, leader: name, epoch: epoch)
         if let previous, previous.node != name { takenFrom[partition] = previous.node }

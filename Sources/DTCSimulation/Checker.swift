@@ -14,8 +14,12 @@ struct Checker {
     private var told: [TxnID: TxnStatus] = [:]
     private var branches: [TxnID: [Branch]] = [:]
     private(set) var committedTxns: Set<TxnID> = []
-    /// How many of each node's synced log records were checked already.
-    private var nodeRecordsChecked: [Int: Int] = [:]
+    /// Per txn and epoch: the decision a node's synced log holds, and which nodes hold it.
+    /// A decision is made once a quorum of the replica group holds it (R = 3: two nodes).
+    private var decisionHolders: [TxnID: [Epoch: (outcome: Outcome, nodes: Set<Int>)]] = [:]
+    /// Per RM and txn: the highest epoch the RM saw in a PREPARE or an accepted decision,
+    /// as far as it can know it (after a restart: what its synced prepared record says).
+    private var epochSeen: [Int: [TxnID: Epoch]] = [:]
     /// RMs whose committed state changed since the last check.
     private var changedRMs: Set<Int> = []
 
@@ -46,26 +50,26 @@ struct Checker {
                 preparedAt[prepared.txnID, default: []].insert(rm)
             case .committed(let txnID, _, _):
                 commits[txnID, default: [:]][rm, default: 0] += 1
-                if commits[txnID]![rm]! > 1 { fail("exactly once: \(txnID) committed twice at \(Simulation.rmNames[rm])") }
-                apply(txnID, .commit, at: rm)
-                let voters = Set(branches[txnID]?.compactMap { Simulation.rmNames.firstIndex(of: $0.rm) } ?? [])
+                if commits[txnID]![rm]! > 1 { fail("exactly once: \(txnID) committed twice at \(simulation.rmNames[rm])") }
+                apply(txnID, .commit, at: rm, named: simulation.rmNames[rm])
+                let voters = Set(branches[txnID]?.compactMap { simulation.rmNames.firstIndex(of: $0.rm) } ?? [])
                 let missing = voters.subtracting(preparedAt[txnID] ?? [])
                 if !missing.isEmpty {
-                    fail("commit without durable YES: \(txnID) committed at \(Simulation.rmNames[rm]) but never durably prepared at \(missing.sorted().map { Simulation.rmNames[$0] })")
+                    fail("commit without durable YES: \(txnID) committed at \(simulation.rmNames[rm]) but never durably prepared at \(missing.sorted().map { simulation.rmNames[$0] })")
                 }
             case .aborted(let txnID, _):
-                apply(txnID, .abort, at: rm)
+                apply(txnID, .abort, at: rm, named: simulation.rmNames[rm])
             }
         }
     }
 
-    private mutating func apply(_ txnID: TxnID, _ outcome: Outcome, at rm: Int) {
+    private mutating func apply(_ txnID: TxnID, _ outcome: Outcome, at rm: Int, named name: String) {
         if let earlier = applied[txnID]?[rm], earlier != outcome {
-            fail("exactly once: \(txnID) applied \(earlier) then \(outcome) at \(Simulation.rmNames[rm])")
+            fail("exactly once: \(txnID) applied \(earlier) then \(outcome) at \(name)")
         }
         applied[txnID, default: [:]][rm] = outcome
         if outcome == .commit { committedTxns.insert(txnID) }
-        record(txnID, outcome, by: Simulation.rmNames[rm])
+        record(txnID, outcome, by: name)
     }
 
     private mutating func record(_ txnID: TxnID, _ outcome: Outcome, by whom: String) {
@@ -78,20 +82,54 @@ struct Checker {
     /// After every event: the coordinators' synced decisions agree with the rest, and each RM's
     /// business state conserves stock and money.
     mutating func check(_ simulation: Simulation) {
-        for node in simulation.nodes {
-            let synced = node.disk.synced
-            for entry in synced[(nodeRecordsChecked[node.index] ?? 0)...] {
-                if case .decision(let txnID, let outcome, _, _) = entry.record { record(txnID, outcome, by: "n\(node.index)'s log") }
-            }
-            nodeRecordsChecked[node.index] = synced.count
-        }
         for rm in changedRMs.sorted() { checkConservation(simulation.rms[rm]) }
         changedRMs = []
     }
 
+    /// Writes that became durable in a node's log: a decision a quorum now holds is made.
+    mutating func nodeSynced(_ writes: [NodeWrite], at node: Int, in simulation: Simulation) {
+        for write in writes {
+            guard case .record(let entry) = write, case .decision(let txnID, let outcome, _, let epoch) = entry.record else { continue }
+            var holders = decisionHolders[txnID]?[epoch] ?? (outcome, [])
+            if holders.outcome != outcome {
+                fail("two decisions at one epoch: \(txnID) is \(holders.outcome) and \(outcome) at epoch \(epoch)")
+            }
+            holders.nodes.insert(node)
+            decisionHolders[txnID, default: [:]][epoch] = holders
+            if holders.nodes.count == 2 { record(txnID, outcome, by: "a quorum at epoch \(epoch) (\(holders.nodes.sorted().map { "n\($0)" }))") }
+        }
+    }
+
+    /// An RM received a PREPARE at `epoch`.
+    mutating func rmSaw(_ txnID: TxnID, epoch: Epoch, at rm: Int) {
+        epochSeen[rm, default: [:]][txnID] = max(epochSeen[rm]?[txnID] ?? .zero, epoch)
+    }
+
+    /// No RM accepts a decision from a lower epoch once it has seen a higher one for the txn.
+    mutating func rmDecided(_ message: DecisionMessage, _ output: ParticipantOutput, at rm: Int, in simulation: Simulation) {
+        let seen = epochSeen[rm]?[message.txnID] ?? .zero
+        let accepted = output.recordsToPersist.contains { record in
+            switch record {
+            case .committed(let txnID, _, _), .aborted(let txnID, _): txnID == message.txnID
+            case .prepared: false
+            }
+        }
+        if accepted, message.sender.epoch < seen {
+            fail("stale epoch: \(simulation.rmNames[rm]) accepted \(message.outcome) for \(message.txnID) from epoch \(message.sender.epoch) after seeing epoch \(seen)")
+        }
+        if accepted || output.acks.contains(where: { $0.txnID == message.txnID && $0.accepted }) {
+            epochSeen[rm, default: [:]][message.txnID] = max(seen, message.sender.epoch)
+        }
+    }
+
+    /// A restarted RM knows only what it synced: the epochs of its prepared records.
+    mutating func rmRestarted(_ rm: Int, prepared: [PreparedTxn]) {
+        epochSeen[rm] = Dictionary(prepared.map { ($0.txnID, $0.sender.epoch) }, uniquingKeysWith: max)
+    }
+
     private mutating func checkConservation(_ rm: SimRM) {
         let state = rm.committedState
-        switch rm.name {
+        switch SimRM.service(of: rm.name) {
         case "inventory":
             for sku in 0..<3 {
                 guard case .count(let stock) = state[StateKey.stock("sku-\(sku)")] else { continue }
@@ -124,9 +162,9 @@ struct Checker {
     mutating func checkEnd(_ simulation: Simulation) {
         for (txnID, status) in told.sorted(by: { $0.key < $1.key }) {
             let outcome: Outcome = status == .committed ? .commit : .abort
-            for rm in (branches[txnID] ?? []).compactMap({ Simulation.rmNames.firstIndex(of: $0.rm) }) where outcome == .commit {
+            for rm in (branches[txnID] ?? []).compactMap({ simulation.rmNames.firstIndex(of: $0.rm) }) where outcome == .commit {
                 if applied[txnID]?[rm] != .commit {
-                    fail("liveness: \(txnID) was told committed but is not applied at \(Simulation.rmNames[rm])")
+                    fail("liveness: \(txnID) was told committed but is not applied at \(simulation.rmNames[rm])")
                 }
             }
         }

@@ -1,13 +1,13 @@
 import DTCCore
 
-/// One deterministic run of the real cores (`Coordinator`, `Participant`) over a simulated
-/// network, disk and clock: one thread, one seed, a priority queue of events ordered by
-/// (time, sequence). Faults strike during a fault phase; then they stop and every txn must
-/// reach an outcome at every RM. Invariants are checked after every event.
-///
-/// Each partition's replica group is its single home node here (R = 1): a crashed node's
-/// partitions wait for its restart and its own recovery. Replication and takeover are not yet
-/// simulated; they live partly in the node shell (see the closing notes).
+/// One deterministic run of the real cores (coordinator, replication, promises, takeover,
+/// membership, participant) over a simulated network, disk and clock: one thread, one seed, a
+/// priority queue of events ordered by (time, sequence). Each partition has a replica group
+/// of three nodes; a leader's records go to the group and count once a quorum holds them;
+/// suspected leaders are fenced and their partitions taken over. Faults (crashes, torn
+/// writes, drops, duplicates, delays, network partitions, pauses, clock jumps) strike during
+/// a fault phase; then they stop and every txn must reach an outcome at every RM.
+/// Invariants are checked after every event.
 public final class Simulation {
     public let seed: UInt64
     public let swarm: Swarm
@@ -24,8 +24,11 @@ public final class Simulation {
     var rms: [SimRM]
     var clients: [SimClient]
     var checker = Checker()
-    public private(set) var faults: [String: Int] = [:]
-    static let rmNames = ["inventory", "orders", "accounts"]
+    public internal(set) var faults: [String: Int] = [:]
+    var takeovers = 0
+    let rmNames: [String]
+    /// Links cut by the current network partition, as (from, to).
+    private var cuts: Set<[Endpoint]> = []
     static let seedStock: Int64 = 60
     static let seedBalance: Int64 = 50_000
 
@@ -37,11 +40,14 @@ public final class Simulation {
         self.seed = seed
         self.mutant = mutant
         random = SplitMix64(seed: seed)
-        swarm = Swarm(&random)
+        let swarm = Swarm(&random)
+        self.swarm = swarm
         let names = (0..<swarm.nodes).map { "n\($0)" }
-        map = PartitionMap(nodes: names, partitionCount: UInt32(swarm.nodes * 4), replicationFactor: 1, virtualNodes: 16)
-        nodes = names.indices.map { SimNode(index: $0) }
-        rms = Self.rmNames.indices.map { SimRM(index: $0, name: Self.rmNames[$0]) }
+        map = PartitionMap(nodes: names, partitionCount: UInt32(swarm.nodes * 4), replicationFactor: 3, virtualNodes: 16)
+        nodes = names.indices.map { SimNode(index: $0, peers: swarm.nodes - 1) }
+        let rmNames = Array(["inventory", "orders", "accounts", "inventory-2", "accounts-2"].prefix(swarm.rms))
+        self.rmNames = rmNames
+        rms = rmNames.indices.map { SimRM(index: $0, name: rmNames[$0]) }
         clients = (0..<swarm.clients).map { SimClient(index: $0) }
     }
 
@@ -53,11 +59,14 @@ public final class Simulation {
         for index in rms.indices { startRM(index) }
         for index in clients.indices { schedule(at: UInt64(index), .clientNext(index)) }
         if swarm.crashEvery > 0 { schedule(at: swarm.crashEvery, .crashSomething) }
+        if swarm.partitionEvery > 0 { schedule(at: swarm.partitionEvery, .partitionSomething) }
+        if swarm.pauseEvery > 0 { schedule(at: swarm.pauseEvery, .pauseSomething) }
+        if swarm.clockJumpEvery > 0 { schedule(at: swarm.clockJumpEvery, .jumpAClock) }
         let deadline = swarm.faultPhase + 60_000
         while let (time, event) = queue.pop() {
             now = time
             if now > deadline {
-                checker.fail("liveness: not every txn reached an outcome at every RM within 60 s after faults stopped")
+                checker.fail("liveness: not every txn reached an outcome at every RM within 60 s after faults stopped: \(stuck())")
                 break
             }
             handle(event)
@@ -68,7 +77,23 @@ public final class Simulation {
         return SimulationResult(
             seed: seed, swarm: swarm, traceHash: trace.value, violations: checker.violations, simulatedMs: now,
             txns: clients.reduce(0) { $0 + $1.told.count }, committed: checker.committedTxns.count, faults: faults,
-            lastEvents: recentEvents)
+            takeovers: takeovers, lastEvents: recentEvents)
+    }
+
+    /// What keeps a run from finishing, for a liveness failure.
+    private func stuck() -> String {
+        let waiting = clients.compactMap { client in client.current.map { "c\(client.index) waits for \($0.txnID) (p\(map.partition(of: $0.txnID)), attempt \(client.attempt))" } }
+        let prepared = rms.filter { ($0.core?.preparedCount ?? 0) > 0 }.map { "\($0.name) holds \($0.core!.preparedCount) prepared" }
+        let inFlight = nodes.filter { ($0.core?.inFlightCount ?? 1) > 0 }.map { "n\($0.index) \($0.core.map { "has \($0.inFlightCount) in flight" } ?? "is down")" }
+        let leaders = (0..<map.partitionCount).map { partition in
+            "p\(partition):" + nodes.filter { $0.core?.leads(partition) == true }.map { "n\($0.index)@\($0.core!.epochs[partition]!)" }.joined(separator: ",")
+        }
+        let leaderless = (0..<map.partitionCount).filter { partition in !nodes.contains { $0.core?.leads(partition) == true } }.map { partition in
+            "p\(partition) group \(map.replicaGroup(of: partition)): " + nodes.map { node in
+                "n\(node.index)[ready \(node.membership.isReady), knows \(node.membership.leader(of: partition).map { "\($0.node)@\($0.epoch)" } ?? "-"), promised \(node.promises[partition]), retry \(node.retryTakeoverAt[partition].map { "\($0)" } ?? "-"), takeover \(node.takeover.map { "#\($0.number) awaiting \($0.awaiting)" } ?? "-"), local \(localNow(node.index))]"
+            }.joined(separator: " ")
+        }
+        return (waiting + prepared + inFlight).joined(separator: "; ") + " | leaders " + leaders.joined(separator: " ") + " | " + leaderless.joined(separator: "; ")
     }
 
     /// After the fault phase: every client has its answers and no RM holds anything prepared.
@@ -86,6 +111,10 @@ public final class Simulation {
         case syncNode(Int, generation: Int)
         case syncRM(Int, generation: Int)
         case crashSomething
+        case partitionSomething
+        case heal
+        case pauseSomething
+        case jumpAClock
         case restartNode(Int)
         case restartRM(Int)
         case clientNext(Int)
@@ -97,6 +126,11 @@ public final class Simulation {
     }
 
     private func handle(_ event: Event) {
+        // A paused node does nothing: what reaches it waits until it runs again.
+        if let node = target(of: event), now < nodes[node].pausedUntil {
+            schedule(at: nodes[node].pausedUntil, event)
+            return
+        }
         let text = describe(event)
         trace.add("\(now) \(text)")
         recentEvents.append("\(now) ms: \(text)")
@@ -108,6 +142,10 @@ public final class Simulation {
         case .syncNode(let index, let generation): syncNode(index, generation)
         case .syncRM(let index, let generation): syncRM(index, generation)
         case .crashSomething: crashSomething()
+        case .partitionSomething: partitionSomething()
+        case .heal: heal()
+        case .pauseSomething: pauseSomething()
+        case .jumpAClock: jumpAClock()
         case .restartNode(let index): startNode(index)
         case .restartRM(let index): startRM(index)
         case .clientNext(let index): clientNext(index)
@@ -117,14 +155,18 @@ public final class Simulation {
 
     private func describe(_ event: Event) -> String {
         switch event {
-        case .deliver(let message): "deliver \(message)"
+        case .deliver(let message): "deliver \(message.summary)"
         case .tickNode(let index, _): "tick n\(index)"
-        case .tickRM(let index, _): "tick \(Self.rmNames[index])"
+        case .tickRM(let index, _): "tick \(rmNames[index])"
         case .syncNode(let index, _): "fsync n\(index)"
-        case .syncRM(let index, _): "fsync \(Self.rmNames[index])"
+        case .syncRM(let index, _): "fsync \(rmNames[index])"
         case .crashSomething: "crash"
+        case .partitionSomething: "partition"
+        case .heal: "heal"
+        case .pauseSomething: "pause"
+        case .jumpAClock: "clock jump"
         case .restartNode(let index): "restart n\(index)"
-        case .restartRM(let index): "restart \(Self.rmNames[index])"
+        case .restartRM(let index): "restart \(rmNames[index])"
         case .clientNext(let index): "client \(index) next"
         case .clientTimeout(let index, let txnID, let attempt): "client \(index) timeout \(txnID) attempt \(attempt)"
         }
@@ -132,8 +174,23 @@ public final class Simulation {
 
     // MARK: - Network
 
-    /// Sends with the swarm's delay, drop and duplication (during the fault phase only).
+    private func target(of event: Event) -> Int? {
+        switch event {
+        case .deliver(let message):
+            if case .node(let index) = message.route.to { return index }
+            return nil
+        case .tickNode(let index, _), .syncNode(let index, _): return index
+        case .tickRM, .syncRM, .crashSomething, .partitionSomething, .heal, .pauseSomething, .jumpAClock, .restartNode, .restartRM,
+            .clientNext, .clientTimeout:
+            return nil
+        }
+    }
+
+    /// Sends with the swarm's delay, drop and duplication (during the fault phase only); a
+    /// link the current network partition cuts loses everything.
     func send(_ message: Message) {
+        let route = message.route
+        if !cuts.isEmpty, cuts.contains([route.from, route.to]) { return }
         if isFaultPhase, Double.random(in: 0..<1, using: &random) < swarm.dropRate {
             faults["drop", default: 0] += 1
             return
@@ -158,23 +215,25 @@ public final class Simulation {
 
     private func deliver(_ message: Message) {
         switch message {
-        case .submit(let txnID, let branches, let client): nodeReceivesSubmit(txnID, branches, client: client)
-        case .reply(let reply, let client): clientReceives(reply, client: client)
+        case .submit(let txnID, let branches, let client, let node): nodeReceivesSubmit(txnID, branches, client: client, node: node)
+        case .reply(let reply, let client, _): clientReceives(reply, client: client)
+        case .redirect(let txnID, let leader, let client, _): clientRedirected(txnID, to: leader, client: client)
         case .prepare(let prepare, let rm): rmReceivesPrepare(prepare, rm: rm)
         case .vote(let txnID, let vote, let rm, let node): nodeReceivesVote(txnID, vote, rm: rm, node: node)
-        case .decision(let decision, let rm): rmReceivesDecision(decision, rm: rm, ackTo: Int(decision.sender.node.dropFirst()))
+        case .decision(let decision, let rm): rmReceivesDecision(decision, rm: rm, ackTo: Self.nodeIndex(decision.sender.node))
         case .ack(let txnID, let rm, let node): nodeReceivesAck(txnID, rm: rm, node: node)
         case .inquire(let prepared, let rm, let node): nodeReceivesInquiry(prepared, rm: rm, node: node)
         case .inquiryAnswer(let txnID, let outcome, let sender, let rm):
             rmReceivesDecision(DecisionMessage(txnID: txnID, outcome: outcome, sender: sender), rm: rm, ackTo: nil)
+        case .append(let message, let from, let to): nodeReceivesAppend(message, from: from, node: to)
+        case .appendAcks(let acks, let from, let to): nodeReceivesAppendAcks(acks, from: from, node: to)
+        case .heartbeat(let heartbeat, let from, let to): nodeReceivesHeartbeat(heartbeat, from: from, node: to)
+        case .fence(let attempt, let epochs, let from, let to): nodeReceivesFence(attempt: attempt, epochs: epochs, from: from, node: to)
+        case .fenceAnswer(let answer, let from, let to): nodeReceivesFenceAnswer(answer, from: from, node: to)
         }
     }
 
-    func homeNode(of txnID: TxnID) -> Int {
-        Int(map.homeLeader(of: map.partition(of: txnID)).dropFirst())!
-    }
-
-    // MARK: - Crashes
+    // MARK: - Faults
 
     private func crashSomething() {
         guard isFaultPhase else { return }
@@ -193,6 +252,66 @@ public final class Simulation {
         }
         schedule(at: now + UInt64.random(in: swarm.crashEvery / 2...swarm.crashEvery * 3 / 2, using: &random), .crashSomething)
     }
+
+    /// Cuts links for a while: a minority of nodes from the other nodes, one direction
+    /// between two nodes, an RM from some nodes, or a node from everyone.
+    private func partitionSomething() {
+        guard isFaultPhase else { return }
+        heal()
+        let nodeCount = nodes.count
+        let all = nodes.indices.map { Endpoint.node($0) } + rms.indices.map { Endpoint.rm($0) } + clients.indices.map { Endpoint.client($0) }
+        let kind = Int.random(in: 0..<4, using: &random)
+        switch kind {
+        case 0:
+            let minority = Set(nodes.indices.shuffled(using: &random).prefix(Int.random(in: 1...(nodeCount - 1) / 2, using: &random)).map { Endpoint.node($0) })
+            for inside in minority {
+                for outside in nodes.indices.map({ Endpoint.node($0) }) where !minority.contains(outside) { cutBothWays(inside, outside) }
+            }
+            faults["partition nodes", default: 0] += 1
+        case 1:
+            let pair = nodes.indices.shuffled(using: &random).prefix(2).map { Endpoint.node($0) }
+            cuts.insert([pair[0], pair[1]])
+            faults["partition one-way", default: 0] += 1
+        case 2:
+            let rm = Endpoint.rm(Int.random(in: 0..<rms.count, using: &random))
+            for node in nodes.indices where Bool.random(using: &random) { cutBothWays(rm, .node(node)) }
+            faults["partition rm", default: 0] += 1
+        default:
+            let node = Endpoint.node(Int.random(in: 0..<nodeCount, using: &random))
+            for other in all where other != node { cutBothWays(node, other) }
+            faults["isolate node", default: 0] += 1
+        }
+        let healAt = min(now + UInt64.random(in: 100...2_000, using: &random), swarm.faultPhase)
+        schedule(at: healAt, .heal)
+        schedule(at: now + UInt64.random(in: swarm.partitionEvery / 2...swarm.partitionEvery * 3 / 2, using: &random), .partitionSomething)
+    }
+
+    private func cutBothWays(_ a: Endpoint, _ b: Endpoint) {
+        cuts.insert([a, b])
+        cuts.insert([b, a])
+    }
+
+    private func heal() {
+        cuts = []
+    }
+
+    /// Stops a node for longer than the suspicion timeout (SIGSTOP, a long GC pause).
+    private func pauseSomething() {
+        guard isFaultPhase else { return }
+        let node = Int.random(in: 0..<nodes.count, using: &random)
+        nodes[node].pausedUntil = max(nodes[node].pausedUntil, now + UInt64.random(in: Self.suspicionTimeoutMs...5 * Self.suspicionTimeoutMs, using: &random))
+        faults["pause node", default: 0] += 1
+        schedule(at: now + UInt64.random(in: swarm.pauseEvery / 2...swarm.pauseEvery * 3 / 2, using: &random), .pauseSomething)
+    }
+
+    /// One node's clock leaps forward.
+    private func jumpAClock() {
+        guard isFaultPhase else { return }
+        let node = Int.random(in: 0..<nodes.count, using: &random)
+        nodes[node].clockOffset += UInt64.random(in: 100...3_000, using: &random)
+        faults["clock jump", default: 0] += 1
+        schedule(at: now + UInt64.random(in: swarm.clockJumpEvery / 2...swarm.clockJumpEvery * 3 / 2, using: &random), .jumpAClock)
+    }
 }
 
 public struct SimulationResult: Sendable {
@@ -204,6 +323,7 @@ public struct SimulationResult: Sendable {
     public var txns: Int
     public var committed: Int
     public var faults: [String: Int]
+    public var takeovers: Int
     public var lastEvents: [String]
 }
 

@@ -1,56 +1,191 @@
 import DTCCore
 
+/// A process on the simulated network.
+enum Endpoint: Hashable, Sendable, CustomStringConvertible {
+    case node(Int)
+    case rm(Int)
+    case client(Int)
+
+    var description: String {
+        switch self {
+        case .node(let index): "n\(index)"
+        case .rm(let index): "rm\(index)"
+        case .client(let index): "c\(index)"
+        }
+    }
+}
+
+/// One partition's records in an append, at the leader's epoch, with the ticket they carry.
+struct PartitionAppend: Hashable, Sendable {
+    var partition: UInt32
+    var epoch: Epoch
+    var ticket: UInt64
+    var records: [LogRecord]
+}
+
+/// A leader's replication stream to one follower is modelled as sessions of numbered
+/// messages: the follower accepts them only in order, and a gap (a lost message, or a
+/// follower that restarted) makes the leader open a new session that starts with a catch-up,
+/// as a broken gRPC stream reconnects in dtc-node.
+struct AppendMessage: Hashable, Sendable {
+    var session: UInt64
+    var sequence: UInt64
+    var appends: [PartitionAppend]
+}
+
+struct AppendAck: Hashable, Sendable {
+    enum Kind: Hashable, Sendable {
+        case accepted
+        case refused(promised: Epoch)
+        /// The follower missed a message of the session: the leader must catch it up.
+        case gap
+    }
+
+    var session: UInt64
+    var partition: UInt32
+    var ticket: UInt64
+    var kind: Kind
+}
+
+struct Heartbeat: Hashable, Sendable {
+    var leads: [UInt32: Epoch]
+    var promised: [UInt32: Epoch]
+    var isReady: Bool
+    var isReply: Bool
+}
+
+struct FenceAnswer: Hashable, Sendable {
+    var attempt: UInt64
+    var promised: [UInt32: [TxnRow]]
+    var refused: [UInt32: Epoch]
+}
+
 /// What travels on the simulated network.
 enum Message: Hashable, Sendable {
-    case submit(TxnID, [Branch], client: Int)
-    case reply(ClientReply, client: Int)
+    case submit(TxnID, [Branch], client: Int, node: Int)
+    case reply(ClientReply, client: Int, node: Int)
+    case redirect(TxnID, leader: Int, client: Int, node: Int)
     case prepare(PrepareMessage, rm: Int)
     case vote(TxnID, Vote, rm: Int, node: Int)
     case decision(DecisionMessage, rm: Int)
     case ack(TxnID, rm: Int, node: Int)
     case inquire(PreparedTxn, rm: Int, node: Int)
     case inquiryAnswer(TxnID, Outcome, sender: Sender, rm: Int)
+    case append(AppendMessage, from: Int, to: Int)
+    case appendAcks([AppendAck], from: Int, to: Int)
+    case heartbeat(Heartbeat, from: Int, to: Int)
+    case fence(attempt: UInt64, epochs: [UInt32: Epoch], from: Int, to: Int)
+    case fenceAnswer(FenceAnswer, from: Int, to: Int)
+
+    /// Who sends it and who receives it, for network partitions.
+    var route: (from: Endpoint, to: Endpoint) {
+        switch self {
+        case .submit(_, _, let client, let node): (.client(client), .node(node))
+        case .reply(_, let client, let node), .redirect(_, _, let client, let node): (.node(node), .client(client))
+        case .prepare(let message, let rm): (.node(Simulation.nodeIndex(message.sender.node)), .rm(rm))
+        case .decision(let message, let rm): (.node(Simulation.nodeIndex(message.sender.node)), .rm(rm))
+        case .inquiryAnswer(_, _, let sender, let rm): (.node(Simulation.nodeIndex(sender.node)), .rm(rm))
+        case .vote(_, _, let rm, let node), .ack(_, let rm, let node), .inquire(_, let rm, let node): (.rm(rm), .node(node))
+        case .append(_, let from, let to), .appendAcks(_, let from, let to), .heartbeat(_, let from, let to),
+            .fence(_, _, let from, let to), .fenceAnswer(_, let from, let to):
+            (.node(from), .node(to))
+        }
+    }
+
+    /// A short line for the trace and the last events of a failing seed.
+    var summary: String {
+        switch self {
+        case .submit(let txnID, _, let client, let node): "submit \(txnID) c\(client)→n\(node)"
+        case .reply(let reply, let client, let node): "reply \(reply.txnID) \(reply.status) n\(node)→c\(client)"
+        case .redirect(let txnID, let leader, let client, let node): "redirect \(txnID) to n\(leader) n\(node)→c\(client)"
+        case .prepare(let message, let rm): "prepare \(message.txnID) @\(message.sender.epoch) \(message.sender.node)→rm\(rm)"
+        case .vote(let txnID, let vote, let rm, let node): "vote \(txnID) \(vote) rm\(rm)→n\(node)"
+        case .decision(let message, let rm): "decision \(message.txnID) \(message.outcome) @\(message.sender.epoch) \(message.sender.node)→rm\(rm)"
+        case .ack(let txnID, let rm, let node): "ack \(txnID) rm\(rm)→n\(node)"
+        case .inquire(let prepared, let rm, let node): "inquire \(prepared.txnID) rm\(rm)→n\(node)"
+        case .inquiryAnswer(let txnID, let outcome, let sender, let rm): "answer \(txnID) \(outcome) @\(sender.epoch) \(sender.node)→rm\(rm)"
+        case .append(let message, let from, let to):
+            "append s\(message.session)#\(message.sequence) \(message.appends.map { "p\($0.partition)@\($0.epoch) t\($0.ticket & 0xffff_ffff) \($0.records.count)r" }) n\(from)→n\(to)"
+        case .appendAcks(let acks, let from, let to): "acks \(acks.map { "p\($0.partition) t\($0.ticket & 0xffff_ffff) \($0.kind)" }) n\(from)→n\(to)"
+        case .heartbeat(let heartbeat, let from, let to): "heartbeat\(heartbeat.isReply ? " reply" : "") leads \(heartbeat.leads.count) n\(from)→n\(to)"
+        case .fence(let attempt, let epochs, let from, let to): "fence #\(attempt) \(epochs.sorted { $0.key < $1.key }.map { "p\($0.key)@\($0.value)" }) n\(from)→n\(to)"
+        case .fenceAnswer(let answer, let from, let to): "fence answer #\(answer.attempt) promised \(answer.promised.keys.sorted()) refused \(answer.refused.keys.sorted()) n\(from)→n\(to)"
+        }
+    }
 }
 
-/// Who runs where, what a client wants, and how often faults strike: all drawn from the seed.
+/// Who runs where, what a client wants, and which faults strike how often: all drawn from
+/// the seed (swarm testing: each seed turns some fault kinds off).
 public struct Swarm: Sendable, CustomStringConvertible {
     public var nodes: Int
+    public var rms: Int
     public var clients: Int
     public var txnsPerClient: Int
     public var dropRate: Double
     public var duplicateRate: Double
     public var delayMax: UInt64
     public var crashEvery: UInt64
+    public var partitionEvery: UInt64
+    public var pauseEvery: UInt64
+    public var clockJumpEvery: UInt64
+    public var tearsWrites: Bool
     public var faultPhase: UInt64
 
     init(_ random: inout SplitMix64) {
-        nodes = Int.random(in: 1...3, using: &random)
+        nodes = Int.random(in: 3...5, using: &random)
+        rms = Int.random(in: 3...5, using: &random)
         clients = Int.random(in: 1...8, using: &random)
         txnsPerClient = Int.random(in: 3...12, using: &random)
         dropRate = [0, 0.01, 0.05, 0.2].randomElement(using: &random)!
         duplicateRate = [0, 0.02, 0.1].randomElement(using: &random)!
         delayMax = [2, 20, 200].randomElement(using: &random)!
-        crashEvery = [0, 100, 300, 1_500].randomElement(using: &random)!
+        crashEvery = [0, 150, 400, 1_500].randomElement(using: &random)!
+        partitionEvery = [0, 0, 300, 1_000].randomElement(using: &random)!
+        pauseEvery = [0, 0, 700, 2_000].randomElement(using: &random)!
+        clockJumpEvery = [0, 0, 1_000].randomElement(using: &random)!
+        tearsWrites = Bool.random(using: &random)
         faultPhase = 5_000
     }
 
     public var description: String {
-        "nodes \(nodes), clients \(clients)×\(txnsPerClient) txns, drop \(dropRate), duplicate \(duplicateRate), delay ≤\(delayMax) ms, crash every \(crashEvery == 0 ? "never" : "\(crashEvery) ms")"
+        func every(_ ms: UInt64) -> String { ms == 0 ? "never" : "every \(ms) ms" }
+        return "nodes \(nodes), RMs \(rms), clients \(clients)×\(txnsPerClient) txns, drop \(dropRate), duplicate \(duplicateRate), delay ≤\(delayMax) ms, "
+            + "crash \(every(crashEvery)), partition \(every(partitionEvery)), pause \(every(pauseEvery)), clock jump \(every(clockJumpEvery)), torn writes \(tearsWrites ? "on" : "off")"
     }
 }
 
-/// A disk that keeps synced and unsynced writes apart: a crash loses what was not synced.
+/// A disk that keeps synced and unsynced writes apart: a crash loses what was not synced,
+/// and may tear the last write, which leaves a damaged tail that recovery must cut off
+/// (the records' checksums make a torn write detectable rather than misread).
 struct Disk<Record: Sendable>: Sendable {
     private(set) var synced: [Record] = []
     private(set) var pending: [Record] = []
+    /// Bytes of a torn write at the end of the synced data, until recovery cuts them off.
+    private(set) var tornTail = false
 
     mutating func write(_ records: [Record]) { pending += records }
 
     /// Everything written so far becomes durable.
     mutating func sync() {
+        precondition(!tornTail, "writing after a torn tail that recovery did not cut off")
         synced += pending
         pending = []
     }
 
-    mutating func crash() { pending = [] }
+    mutating func crash(tearingLastWrite: Bool) {
+        tornTail = tearingLastWrite && !pending.isEmpty
+        pending = []
+    }
+
+    /// Recovery: cuts off a torn tail; returns whether there was one.
+    mutating func recover() -> Bool {
+        defer { tornTail = false }
+        return tornTail
+    }
+}
+
+/// What a node writes: partition log records and promised epochs.
+enum NodeWrite: Sendable {
+    case record(PartitionRecord)
+    case promise(UInt32, Epoch)
 }

@@ -17,18 +17,19 @@ struct SimCommand: ParsableCommand {
         if let seed {
             let result = Simulation(seed: seed).run()
             print("seed \(seed): \(result.swarm)")
-            print("  trace \(String(result.traceHash, radix: 16)), \(result.simulatedMs) ms simulated, \(result.txns) txns told, \(result.committed) committed, faults \(result.faults.sorted { $0.key < $1.key })")
+            print("  trace \(String(result.traceHash, radix: 16)), \(result.simulatedMs) ms simulated, \(result.txns) txns told, \(result.committed) committed, \(result.takeovers) takeovers, faults \(result.faults.sorted { $0.key < $1.key })")
             report(result)
             return
         }
         let started = Date()
-        var summary = (simulatedMs: UInt64(0), txns: 0, committed: 0, failed: [UInt64]())
+        var summary = (simulatedMs: UInt64(0), txns: 0, committed: 0, takeovers: 0, failed: [UInt64]())
         var faults: [String: Int] = [:]
         for seed in from..<(from + UInt64(seeds)) {
             let result = Simulation(seed: seed).run()
             summary.simulatedMs += result.simulatedMs
             summary.txns += result.txns
             summary.committed += result.committed
+            summary.takeovers += result.takeovers
             faults.merge(result.faults, uniquingKeysWith: +)
             if !result.violations.isEmpty {
                 summary.failed.append(seed)
@@ -36,7 +37,7 @@ struct SimCommand: ParsableCommand {
             }
         }
         let seconds = Date().timeIntervalSince(started)
-        print("dtc-sim: \(seeds) seeds from \(from), \(summary.simulatedMs / 1000) s simulated, \(summary.txns) txns told (\(summary.committed) committed)")
+        print("dtc-sim: \(seeds) seeds from \(from), \(summary.simulatedMs / 1000) s simulated, \(summary.txns) txns told (\(summary.committed) committed), \(summary.takeovers) takeovers")
         print("  faults: \(faults.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))")
         print(String(format: "  violations: %d seeds, %.1f seeds/s", summary.failed.count, Double(seeds) / max(seconds, 0.001)))
         if !summary.failed.isEmpty { throw ExitCode(1) }

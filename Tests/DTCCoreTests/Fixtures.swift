@@ -107,6 +107,7 @@ extension ClientReply {
 struct CoordinatorNode {
     var coordinator: Coordinator
     private(set) var log: [PartitionRecord] = []
+    private var restarts: UInt64 = 0
 
     init(_ coordinator: Coordinator = .fixture()) { self.coordinator = coordinator }
 
@@ -117,10 +118,15 @@ struct CoordinatorNode {
         return output
     }
 
-    /// Loses the in-memory state; a fresh coordinator recovers from the log.
+    /// Loses the in-memory state; a fresh coordinator takes partition 0 over at a higher
+    /// epoch with the rows of its own log, as a restarted dtc-node does.
     mutating func crashAndRecover(now: UInt64) -> CoordinatorOutput {
-        coordinator = Coordinator(node: coordinator.node, nodeIndex: coordinator.nodeIndex, epochs: [0: epoch1], limits: coordinator.limits)
-        return apply(coordinator.recover(log, now: now))
+        restarts += 1
+        coordinator = Coordinator(node: coordinator.node, nodeIndex: coordinator.nodeIndex, epochs: [:], limits: coordinator.limits)
+        var rows: [TxnID: TxnRow] = [:]
+        for entry in log { rows[entry.record.txnID, default: TxnRow(txnID: entry.record.txnID)].apply(entry.record) }
+        let epoch = Epoch(counter: 1 + restarts, node: 1)
+        return apply(coordinator.takeOver(partition: 0, epoch: epoch, rows: rows.values.sorted { $0.txnID < $1.txnID }, now: now))
     }
 }
 

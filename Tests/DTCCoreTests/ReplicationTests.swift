@@ -10,7 +10,7 @@ import Testing
     // MARK: - ReplicationLeader
 
     @Test func whatDependsOnRecordsWaitsUntilAQuorumHoldsThem() {
-        var leader = ReplicationLeader<String>(members: group)
+        var leader = ReplicationLeader<String>(members: group, epoch: epoch1)
         let ticket = leader.issue()
         #expect(leader.hold("commit t1") == nil)
         #expect(leader.acknowledged(ticket, by: "n1").isEmpty)
@@ -19,7 +19,7 @@ import Testing
     }
 
     @Test func aReleaseWaitsForEveryTicketIssuedBeforeIt() {
-        var leader = ReplicationLeader<String>(members: group)
+        var leader = ReplicationLeader<String>(members: group, epoch: epoch1)
         let first = leader.issue()
         #expect(leader.hold("after 1") == nil)
         let second = leader.issue()
@@ -32,7 +32,7 @@ import Testing
     }
 
     @Test func nothingIsHeldWhenEverythingIssuedIsOnAQuorum() {
-        var leader = ReplicationLeader<String>(members: group)
+        var leader = ReplicationLeader<String>(members: group, epoch: epoch1)
         #expect(leader.hold("reply") == "reply")
         let ticket = leader.issue()
         _ = leader.acknowledged(ticket, by: "n1")
@@ -41,14 +41,26 @@ import Testing
     }
 
     @Test func aMemberThatReconnectsCountsOnlyFromItsCatchUp() {
-        var leader = ReplicationLeader<String>(members: group)
+        var leader = ReplicationLeader<String>(members: group, epoch: epoch1)
         let first = leader.issue()
         _ = leader.acknowledged(first, by: "n1")
         _ = leader.acknowledged(first, by: "n2")
         leader.catchUp("n2")
         _ = leader.issue()
-        #expect(leader.quorumDurable == 0)
         #expect(leader.hold("after 2") == nil)
+        #expect(leader.quorumDurable == first)
+    }
+
+    @Test func aLateAckFromAnEarlierTenureCountsForNothing() {
+        var earlier = ReplicationLeader<String>(members: group, epoch: epoch1)
+        var lateTicket: UInt64 = 0
+        for _ in 0..<5 { lateTicket = earlier.issue() }
+        var leader = ReplicationLeader<String>(members: group, epoch: epoch2)
+        _ = leader.issue()
+        #expect(leader.hold("reply") == nil)
+        #expect(leader.acknowledged(lateTicket, by: "n2").isEmpty)
+        #expect(leader.acknowledged(lateTicket, by: "n3").isEmpty)
+        #expect(leader.pending == ["reply"])
     }
 
     // MARK: - PartitionPromises

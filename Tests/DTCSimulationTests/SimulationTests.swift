@@ -35,7 +35,7 @@ import Testing
 @Suite struct MutantTests {
     static let seedsMax: UInt64 = 400
 
-    @Test(arguments: [Mutant.commitBeforeDurable, .yesBeforeDurable, .abortDecidedOnRecovery, .applyDuplicateCommit])
+    @Test(arguments: Mutant.allCases)
     func theCheckersCatchTheMutant(_ mutant: Mutant) {
         let caught = (1...Self.seedsMax).first { !Simulation(seed: $0, mutant: mutant).run().violations.isEmpty }
         #expect(caught != nil, "\(mutant) survived \(Self.seedsMax) seeds")

@@ -1,22 +1,5 @@
 import DTCCore
 
-/// A coordinator node: the real `Coordinator` core, its disk, and the shell's rule that
-/// messages and replies depending on records wait until every record written so far is synced.
-struct SimNode {
-    let index: Int
-    var core: Coordinator?
-    var disk = Disk<PartitionRecord>()
-    var generation = 0
-    var epochCounter: UInt64 = 0
-    var syncsIssued = 0
-    var syncsDone = 0
-    var held: [(after: Int, messages: [Envelope], replies: [ClientReply])] = []
-    var waitingClients: [TxnID: [Int]] = [:]
-    var waitingRMs: [TxnID: [Int]] = [:]
-
-    init(index: Int) { self.index = index }
-}
-
 /// A resource manager: the real `Participant` core, its disk, and its committed state, which
 /// is rebuilt from what was synced after a crash.
 struct SimRM {
@@ -27,6 +10,8 @@ struct SimRM {
     var generation = 0
     var waitingVotes: [TxnID: [Int]] = [:]
     var waitingAcks: [TxnID: [Int]] = [:]
+    /// Inquiries sent per txn: each goes to the next member of the partition's replica group.
+    var inquiries: [TxnID: Int] = [:]
     /// Committed values: the seed plus every synced COMMIT's writes, in order. Only synced
     /// records change it, so it survives a crash as the disk does.
     private(set) var committedState: [String: StateValue]
@@ -49,8 +34,11 @@ struct SimRM {
         return synced
     }
 
+    /// The service an RM runs, from its name: "inventory-2" is a second inventory.
+    static func service(of name: String) -> String { String(name.prefix { $0 != "-" }) }
+
     static func seed(for name: String) -> [String: StateValue] {
-        switch name {
+        switch service(of: name) {
         case "inventory": Dictionary(uniqueKeysWithValues: (0..<3).map { (StateKey.stock("sku-\($0)"), StateValue.count(Simulation.seedStock)) })
         case "accounts": Dictionary(uniqueKeysWithValues: (0..<3).map { (StateKey.balance("user-\($0)"), StateValue.count(Simulation.seedBalance)) })
         default: [:]
@@ -72,148 +60,10 @@ struct SimRM {
     }
 }
 
-/// A client placing orders one at a time, retrying each with the same txnID until answered.
-struct SimClient {
-    let index: Int
-    var placed = 0
-    var current: (txnID: TxnID, branches: [Branch])?
-    var told: [TxnID: TxnStatus] = [:]
-    var isFinished = false
-
-    init(index: Int) { self.index = index }
-}
-
 extension Simulation {
-    // MARK: - Nodes
-
-    func startNode(_ index: Int) {
-        var node = nodes[index]
-        node.generation += 1
-        node.epochCounter += 1
-        let led = map.partitions(ledBy: "n\(index)")
-        let epochs = Dictionary(uniqueKeysWithValues: led.map { ($0, Epoch(counter: node.epochCounter, node: UInt32(index + 1))) })
-        var core = Coordinator(node: "n\(index)", nodeIndex: UInt32(index), epochs: epochs, limits: limits)
-        core.mutant = mutant
-        let output = core.recover(node.disk.synced, now: now)
-        node.core = core
-        node.syncsIssued = 0
-        node.syncsDone = 0
-        node.held = []
-        node.waitingClients = [:]
-        node.waitingRMs = [:]
-        nodes[index] = node
-        apply(output, node: index)
-        schedule(at: now + 20, .tickNode(index, generation: node.generation))
-    }
-
-    func crashNode(_ index: Int) {
-        nodes[index].core = nil
-        nodes[index].disk.crash()
-    }
-
-    var limits: Limits {
-        var limits = Limits()
-        limits.prepareTimeout = 300
-        limits.lockWaitTimeout = 100
-        limits.decisionRetryInitial = 50
-        limits.decisionRetryMax = 400
-        return limits
-    }
-
-    func nodeReceivesSubmit(_ txnID: TxnID, _ branches: [Branch], client: Int) {
-        let index = homeNode(of: txnID)
-        guard var core = nodes[index].core else { return }
-        guard case .accepted(let output) = core.submit(txnID, branches: branches, partition: map.partition(of: txnID), now: now) else {
-            nodes[index].core = core
-            return
-        }
-        nodes[index].core = core
-        nodes[index].waitingClients[txnID, default: []].append(client)
-        apply(output, node: index)
-    }
-
-    func nodeReceivesVote(_ txnID: TxnID, _ vote: Vote, rm: Int, node index: Int) {
-        guard var core = nodes[index].core else { return }
-        let output = core.voteReceived(vote, txn: txnID, from: Self.rmNames[rm], now: now)
-        nodes[index].core = core
-        apply(output, node: index)
-    }
-
-    func nodeReceivesAck(_ txnID: TxnID, rm: Int, node index: Int) {
-        guard var core = nodes[index].core else { return }
-        let output = core.ackReceived(txn: txnID, from: Self.rmNames[rm])
-        nodes[index].core = core
-        apply(output, node: index)
-    }
-
-    func nodeReceivesInquiry(_ prepared: PreparedTxn, rm: Int, node index: Int) {
-        guard var core = nodes[index].core, core.leads(prepared.sender.partition) else { return }
-        let output = core.resolve(prepared.txnID, partition: prepared.sender.partition)
-        nodes[index].core = core
-        guard let output else { return }
-        nodes[index].waitingRMs[prepared.txnID, default: []].append(rm)
-        apply(output, node: index)
-    }
-
-    func tickNode(_ index: Int, _ generation: Int) {
-        guard nodes[index].generation == generation, var core = nodes[index].core else { return }
-        let output = core.tick(now: now)
-        nodes[index].core = core
-        apply(output, node: index)
-        schedule(at: now + 20, .tickNode(index, generation: generation))
-    }
-
-    func syncNode(_ index: Int, _ generation: Int) {
-        guard nodes[index].generation == generation, nodes[index].core != nil else { return }
-        nodes[index].disk.sync()
-        nodes[index].syncsDone = nodes[index].syncsIssued
-        let ready = nodes[index].held
-        nodes[index].held = []
-        for item in ready { release(item.messages, item.replies, node: index) }
-    }
-
-    /// Persist before send: what depends on records waits for the sync of all written so far.
-    private func apply(_ output: CoordinatorOutput, node index: Int) {
-        if !output.recordsToAppend.isEmpty {
-            nodes[index].disk.write(output.recordsToAppend)
-            nodes[index].syncsIssued += 1
-            schedule(at: now + fsyncDelay(), .syncNode(index, generation: nodes[index].generation))
-        }
-        for envelope in output.messagesNow { send(envelope) }
-        guard !output.messagesAfterAppend.isEmpty || !output.replies.isEmpty else { return }
-        if nodes[index].disk.pending.isEmpty {
-            release(output.messagesAfterAppend, output.replies, node: index)
-        } else {
-            nodes[index].held.append((nodes[index].syncsIssued, output.messagesAfterAppend, output.replies))
-        }
-    }
-
-    private func release(_ messages: [Envelope], _ replies: [ClientReply], node index: Int) {
-        for envelope in messages { send(envelope) }
-        for reply in replies {
-            for client in nodes[index].waitingClients.removeValue(forKey: reply.txnID) ?? [] {
-                checker.told(reply, by: self)
-                send(.reply(reply, client: client))
-            }
-            for rm in nodes[index].waitingRMs.removeValue(forKey: reply.txnID) ?? [] {
-                guard reply.status != .preparing, let epoch = nodes[index].core?.epochs[map.partition(of: reply.txnID)] else { continue }
-                let sender = Sender(partition: map.partition(of: reply.txnID), epoch: epoch, node: "n\(index)")
-                send(.inquiryAnswer(reply.txnID, reply.status == .committed ? .commit : .abort, sender: sender, rm: rm))
-            }
-        }
-    }
-
-    private func send(_ envelope: Envelope) {
-        switch envelope {
-        case .prepare(let rm, let message): send(.prepare(message, rm: Self.rmNames.firstIndex(of: rm)!))
-        case .decision(let rm, let message): send(.decision(message, rm: Self.rmNames.firstIndex(of: rm)!))
-        }
-    }
-
-    // MARK: - Resource managers
-
     func startRM(_ index: Int) {
         rms[index].generation += 1
+        if rms[index].disk.recover() { faults["torn write", default: 0] += 1 }
         var core = Participant(limits: limits, inquiryAfter: 500)
         core.mutant = mutant
         let (prepared, finished) = rms[index].recovered()
@@ -221,17 +71,19 @@ extension Simulation {
         rms[index].core = core
         rms[index].waitingVotes = [:]
         rms[index].waitingAcks = [:]
+        checker.rmRestarted(index, prepared: prepared)
         schedule(at: now + 20, .tickRM(index, generation: rms[index].generation))
     }
 
     func crashRM(_ index: Int) {
         rms[index].core = nil
-        rms[index].disk.crash()
+        rms[index].disk.crash(tearingLastWrite: swarm.tearsWrites && Bool.random(using: &random))
     }
 
     func rmReceivesPrepare(_ message: PrepareMessage, rm index: Int) {
         guard var core = rms[index].core else { return }
-        rms[index].waitingVotes[message.txnID, default: []].append(Int(message.sender.node.dropFirst())!)
+        checker.rmSaw(message.txnID, epoch: message.sender.epoch, at: index)
+        rms[index].waitingVotes[message.txnID, default: []].append(Self.nodeIndex(message.sender.node))
         let output = core.prepare(message, now: now)
         rms[index].core = core
         apply(output, rm: index)
@@ -243,6 +95,7 @@ extension Simulation {
         if let node { rms[index].waitingAcks[message.txnID, default: []].append(node) }
         let output = core.decide(message, now: now)
         rms[index].core = core
+        checker.rmDecided(message, output, at: index, in: self)
         apply(output, rm: index)
     }
 
@@ -295,12 +148,32 @@ extension Simulation {
             apply(planned, rm: index)
         }
         for prepared in output.inquiries {
-            send(.inquire(prepared, rm: index, node: homeNode(of: prepared.txnID)))
+            // Termination protocol: ask each member of the replica group in turn, as the
+            // router's resolve does, until the partition's leader answers.
+            let members = map.replicaGroup(of: prepared.sender.partition)
+            let asked = rms[index].inquiries[prepared.txnID, default: 0]
+            rms[index].inquiries[prepared.txnID] = asked + 1
+            send(.inquire(prepared, rm: index, node: Self.nodeIndex(members[asked % members.count])))
         }
     }
+}
 
-    // MARK: - Clients
+/// A client placing orders one at a time, retrying each with the same txnID until answered:
+/// each retry goes to the next member of the partition's replica group, unless a node
+/// redirected it to the leader.
+struct SimClient {
+    let index: Int
+    var placed = 0
+    var current: (txnID: TxnID, branches: [Branch])?
+    var attempt = 0
+    var redirectedTo: Int?
+    var told: [TxnID: TxnStatus] = [:]
+    var isFinished = false
 
+    init(index: Int) { self.index = index }
+}
+
+extension Simulation {
     func clientNext(_ index: Int) {
         guard clients[index].placed < swarm.txnsPerClient else {
             clients[index].isFinished = true
@@ -309,29 +182,54 @@ extension Simulation {
         let number = clients[index].placed
         clients[index].placed += 1
         let txnID = TxnID("c\(index)-t\(number)")
+        clients[index].current = (txnID, order(txnID))
+        clients[index].attempt = 0
+        clients[index].redirectedTo = nil
+        checker.submitted(txnID, clients[index].current!.branches)
+        submit(index)
+    }
+
+    /// An order: reserve, create the order, debit; with a second inventory or accounts RM,
+    /// some orders also reserve or debit there.
+    private func order(_ txnID: TxnID) -> [Branch] {
         let user = "user-\(Int.random(in: 0..<3, using: &random))"
         let sku = "sku-\(Int.random(in: 0..<3, using: &random))"
         let qty = Int64.random(in: 1...3, using: &random)
         let amount = Int64.random(in: 100...2_000, using: &random)
-        let branches = [
+        var branches = [
             Branch(rm: "inventory", op: .reserve(orderID: txnID.rawValue, sku: sku, qty: qty)),
             Branch(rm: "orders", op: .createOrder(orderID: txnID.rawValue, userID: user, sku: sku, qty: qty, amount: amount)),
             Branch(rm: "accounts", op: .debit(orderID: txnID.rawValue, userID: user, amount: amount)),
         ]
-        clients[index].current = (txnID, branches)
-        checker.submitted(txnID, branches)
-        submit(index, attempt: 1)
+        for extra in rmNames.dropFirst(3) where Bool.random(using: &random) {
+            switch SimRM.service(of: extra) {
+            case "inventory": branches.append(Branch(rm: extra, op: .reserve(orderID: txnID.rawValue, sku: sku, qty: 1)))
+            default: branches.append(Branch(rm: extra, op: .debit(orderID: txnID.rawValue, userID: user, amount: 100)))
+            }
+        }
+        return branches
     }
 
-    private func submit(_ index: Int, attempt: Int) {
+    private func submit(_ index: Int) {
         guard let (txnID, branches) = clients[index].current else { return }
-        send(.submit(txnID, branches, client: index))
+        clients[index].attempt += 1
+        let attempt = clients[index].attempt
+        let members = map.replicaGroup(of: map.partition(of: txnID))
+        let node = clients[index].redirectedTo ?? Self.nodeIndex(members[(attempt - 1) % members.count])
+        send(.submit(txnID, branches, client: index, node: node))
         schedule(at: now + 600, .clientTimeout(index, txnID, attempt: attempt))
     }
 
     func clientTimeout(_ index: Int, _ txnID: TxnID, _ attempt: Int) {
-        guard clients[index].current?.txnID == txnID else { return }
-        submit(index, attempt: attempt + 1)
+        guard clients[index].current?.txnID == txnID, clients[index].attempt == attempt else { return }
+        clients[index].redirectedTo = nil
+        submit(index)
+    }
+
+    func clientRedirected(_ txnID: TxnID, to leader: Int, client index: Int) {
+        guard clients[index].current?.txnID == txnID, clients[index].redirectedTo == nil else { return }
+        clients[index].redirectedTo = leader
+        submit(index)
     }
 
     func clientReceives(_ reply: ClientReply, client index: Int) {
