@@ -79,7 +79,7 @@ let package = Package(
         .target(name: "DTCSimulation", dependencies: ["DTCCore"]),
         .executableTarget(
             name: "dtc-sim",
-            dependencies: ["DTCSimulation", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["DTCCore", "DTCSimulation", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "DTCCoreTests", dependencies: ["DTCCore"]),
         .testTarget(name: "DTCSimulationTests", dependencies: ["DTCSimulation", "DTCCore"]),

@@ -69,6 +69,10 @@ public struct Coordinator: Sendable {
     private var active: [TxnID: ActiveTxn] = [:]
     private var finished: [TxnID: FinishedTxn] = [:]
     private var finishedOrder = Deque<TxnID>()
+    /// Tombstones (ABORTs of txns a partition never started) per txn: they never end, so
+    /// `activeRecords` carries them, and a takeover appends them again, like any decision
+    /// whose quorum may be pending.
+    private var tombstones: [TxnID: UInt32] = [:]
     private var lastStampLocal: UInt64 = 0
 
     public struct Counters: Equatable, Sendable {
@@ -210,15 +214,21 @@ public struct Coordinator: Sendable {
             output.replies = [reply]
             return output
         }
-        let reason = "unknown to the coordinator (presumed abort)"
-        remember(txnID, FinishedTxn(partition: partition, outcome: .abort, reason: reason, stamp: 0, rms: []))
         counters.aborted += 1
+        var output = entomb(txnID, partition: partition, reason: "unknown to the coordinator (presumed abort)")
+        output.replies = [ClientReply(txnID: txnID, status: .aborted(reason: "unknown to the coordinator (presumed abort)"))]
+        return output
+    }
+
+    /// Records an ABORT for a txn without START at the current epoch.
+    private mutating func entomb(_ txnID: TxnID, partition: UInt32, reason: String) -> CoordinatorOutput {
+        remember(txnID, FinishedTxn(partition: partition, outcome: .abort, reason: reason, stamp: 0, rms: []))
+        tombstones[txnID] = partition
         var output = CoordinatorOutput()
         output.recordsToAppend = [
             PartitionRecord(partition: partition, record: .decision(txnID: txnID, outcome: .abort, reason: reason, epoch: epochs[partition]!))
         ]
         output.mustSync = true
-        output.replies = [ClientReply(txnID: txnID, status: .aborted(reason: reason))]
         return output
     }
 
@@ -242,6 +252,7 @@ public struct Coordinator: Sendable {
         guard epochs.removeValue(forKey: partition) != nil else { return [] }
         let dropped = active.filter { $0.value.partition == partition }.map(\.key).sorted()
         for txnID in dropped { active[txnID] = nil }
+        tombstones = tombstones.filter { $0.value != partition }
         return dropped
     }
 
@@ -261,17 +272,22 @@ public struct Coordinator: Sendable {
         return nil
     }
 
-    /// The records that rebuild every in-flight txn of `partition`: what a follower that
-    /// (re)connects needs so that its acknowledgements cover everything still undecided.
+    /// The records that rebuild every in-flight txn and every tombstone of `partition`: what
+    /// a follower that (re)connects needs so that its acknowledgements cover every record
+    /// whose quorum may be pending. (A txn ends only after its decision is on a quorum.)
     public func activeRecords(partition: UInt32) -> [LogRecord] {
         let epoch = epochs[partition] ?? .zero
-        return active.filter { $0.value.partition == partition }.sorted { $0.key < $1.key }.flatMap { txnID, txn in
+        let inFlight = active.filter { $0.value.partition == partition }.sorted { $0.key < $1.key }.flatMap { txnID, txn in
             var records: [LogRecord] = [.start(txnID: txnID, epoch: epoch, stamp: txn.stamp, branches: txn.branches)]
             if case .deciding(let outcome, let reason, _, _, _) = txn.phase {
                 records.append(.decision(txnID: txnID, outcome: outcome, reason: reason, epoch: epoch))
             }
             return records
         }
+        let entombed = tombstones.filter { $0.value == partition }.keys.sorted().map { txnID in
+            LogRecord.decision(txnID: txnID, outcome: .abort, reason: finished[txnID]?.reason ?? "", epoch: epoch)
+        }
+        return inFlight + entombed
     }
 
     // MARK: - Helpers
@@ -328,7 +344,11 @@ public struct Coordinator: Sendable {
         ]
         output.mustSync = true
         let messages = decisionMessages(txnID, txn, outcome, to: rms)
-        if outcome == .commit && mutant != .commitBeforeDurable { output.messagesAfterAppend = messages } else { output.messagesNow = messages }
+        // ROLLBACKs wait for the quorum too, though presumed abort would allow them at once: so a
+        // txn ends (and leaves `activeRecords`) only once its decision is on a quorum, and a
+        // follower's catch-up, which carries the in-flight txns, covers every decision whose
+        // quorum is still pending.
+        if outcome == .commit && mutant == .commitBeforeDurable { output.messagesNow = messages } else { output.messagesAfterAppend = messages }
         output.replies = [ClientReply(txnID: txnID, status: status(outcome, reason))]
         return output
     }
@@ -343,6 +363,9 @@ public struct Coordinator: Sendable {
     /// Takes on one txn of a partition this node now leads, from its (merged) row.
     private mutating func adopt(_ row: TxnRow, partition: UInt32, now: UInt64) -> CoordinatorOutput {
         let txnID = row.txnID
+        if !row.isEnded, row.branches.isEmpty, let decision = row.decision {
+            return entomb(txnID, partition: partition, reason: decision.reason)
+        }
         if row.isEnded || row.branches.isEmpty {
             let outcome = row.decision?.outcome ?? .abort
             remember(txnID, FinishedTxn(partition: partition, outcome: outcome, reason: row.decision?.reason ?? "", stamp: row.stamp, rms: row.branches.map(\.rm)))
@@ -370,7 +393,9 @@ public struct Coordinator: Sendable {
     private mutating func remember(_ txnID: TxnID, _ txn: FinishedTxn) {
         if finished.updateValue(txn, forKey: txnID) == nil { finishedOrder.append(txnID) }
         while finishedOrder.count > limits.finishedTxnsRetainedMax {
-            finished[finishedOrder.removeFirst()] = nil
+            let evicted = finishedOrder.removeFirst()
+            finished[evicted] = nil
+            tombstones[evicted] = nil
         }
     }
 

@@ -175,7 +175,11 @@ public struct Participant: Sendable {
     /// txn answers its recorded vote.
     public mutating func prepare(_ message: PrepareMessage, now: UInt64) -> ParticipantOutput {
         let id = message.txnID
-        if let txn = txns[id] { return repeatedVote(id, txn) }
+        if let txn = txns[id] {
+            // A PREPARE from a newer leader raises the epoch below which decisions are refused.
+            if message.sender.epoch > txn.epoch { txns[id]!.epoch = message.sender.epoch }
+            return repeatedVote(id, txn)
+        }
         var output = ParticipantOutput()
         let keys = ServiceLogic.keys(of: message.branch.op)
         switch locks.acquire(keys, for: id, stamp: message.stamp) {

@@ -395,9 +395,11 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
         link.send(appends)
     }
 
+    enum AppendsVerdict { case acceptedAll, refusedSome }
+
     /// A leader's appends, as a follower: accepted when their epoch is at least the one promised
     /// for the partition, acknowledged once durable.
-    func appendsReceived(_ appends: [Dtc_V1_Append], from leader: String, replyTo acks: BatchQueue<Dtc_V1_AppendAck>) {
+    func appendsReceived(_ appends: [Dtc_V1_Append], from leader: String, replyTo acks: BatchQueue<Dtc_V1_AppendAck>) -> AppendsVerdict {
         var entries: [PartitionRecord] = []
         var newPromises: [UInt32: Epoch] = [:]
         var accepted: [Dtc_V1_AppendAck] = []
@@ -420,13 +422,14 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
             accepted.append(.with { $0.partition = partition; $0.ticket = append.ticket; $0.accepted = true })
         }
         acks.append(contentsOf: refused)
-        guard !accepted.isEmpty else { return }
+        guard !accepted.isEmpty else { return refused.isEmpty ? .acceptedAll : .refusedSome }
         // One group-commit entry for the whole message; the acks go back once it is durable.
         let durableAcks = accepted
         store.append(entries, promises: newPromises) { result in
             if case .failure(let error) = result { fatalError("dtc-node: replicated append failed, stopping to recover: \(error)") }
             acks.append(contentsOf: durableAcks)
         }
+        return refused.isEmpty ? .acceptedAll : .refusedSome
     }
 
     private func refusal(_ append: Dtc_V1_Append, promised: Epoch) -> Dtc_V1_AppendAck {

@@ -38,7 +38,10 @@ final class PeerLink: Sendable {
     func run(replies: any PeerReplyHandler) async {
         var backoff = Duration.milliseconds(20)
         while !Task.isCancelled {
+            let opened = ContinuousClock.now
             await exchange(replies)
+            // A stream that served for a while broke by chance: reconnect quickly again.
+            if ContinuousClock.now - opened > .seconds(1) { backoff = .milliseconds(20) }
             try? await Task.sleep(for: backoff)
             backoff = min(backoff * 2, .milliseconds(500))
         }

@@ -45,8 +45,11 @@ final class RMLink: Sendable {
     func run(replies: any RMReplyHandler) async {
         var backoff = Duration.milliseconds(20)
         while !Task.isCancelled {
+            let opened = ContinuousClock.now
             let failure = await exchange(replies)
             await failUnanswered(failure, replies)
+            // A stream that served for a while broke by chance: reconnect quickly again.
+            if ContinuousClock.now - opened > .seconds(1) { backoff = .milliseconds(20) }
             try? await Task.sleep(for: backoff)
             backoff = min(backoff * 2, .seconds(1))
         }

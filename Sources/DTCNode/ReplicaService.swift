@@ -31,14 +31,20 @@ struct ReplicaService: Dtc_V1_Replica.SimpleServiceProtocol {
             group.addTask {
                 while let batch = await acks.next() { try await response.write(.with { $0.acks = batch }) }
             }
-            for try await message in request {
+            var refused = false
+            stream: for try await message in request {
                 for (leader, appends) in Dictionary(grouping: message.appends, by: { $0.epochNode }) {
                     let name = config.nodes.indices.contains(Int(leader) - 1) ? config.nodes[Int(leader) - 1].name : "node \(leader)"
-                    await runtime.appendsReceived(appends, from: name, replyTo: acks)
+                    refused = await runtime.appendsReceived(appends, from: name, replyTo: acks) == .refusedSome
+                    if refused { break stream }
                 }
             }
             acks.close()
             try await group.waitForAll()
+            // Acks are cumulative per partition: after refusing an append, acking a later one
+            // would claim the refused records too. The stream ends instead; the leader
+            // reconnects and sends a catch-up.
+            if refused { throw RPCError(code: .unavailable, message: "refused an append; reconnect to catch up") }
         }
     }
 }

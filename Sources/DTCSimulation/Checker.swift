@@ -17,6 +17,8 @@ struct Checker {
     /// Per txn and epoch: the decision a node's synced log holds, and which nodes hold it.
     /// A decision is made once a quorum of the replica group holds it (R = 3: two nodes).
     private var decisionHolders: [TxnID: [Epoch: (outcome: Outcome, nodes: Set<Int>)]] = [:]
+    /// Decisions made: held by a quorum at some epoch.
+    private var made: [TxnID: Outcome] = [:]
     /// Per RM and txn: the highest epoch the RM saw in a PREPARE or an accepted decision,
     /// as far as it can know it (after a restart: what its synced prepared record says).
     private var epochSeen: [Int: [TxnID: Epoch]] = [:]
@@ -96,7 +98,18 @@ struct Checker {
             }
             holders.nodes.insert(node)
             decisionHolders[txnID, default: [:]][epoch] = holders
-            if holders.nodes.count == 2 { record(txnID, outcome, by: "a quorum at epoch \(epoch) (\(holders.nodes.sorted().map { "n\($0)" }))") }
+            if holders.nodes.count == 2 {
+                made[txnID] = outcome
+                record(txnID, outcome, by: "a quorum at epoch \(epoch) (\(holders.nodes.sorted().map { "n\($0)" }))")
+            }
+        }
+    }
+
+    /// A leader releases what waited for the quorum: a decision it sends or tells must be
+    /// made by then (held durably by a quorum), whatever its tickets claim.
+    mutating func released(_ txnID: TxnID, _ outcome: Outcome, by node: Int, what: String) {
+        if made[txnID] != outcome {
+            fail("not on a quorum: n\(node) released \(what) \(outcome) for \(txnID) before a quorum held the decision")
         }
     }
 
@@ -114,10 +127,11 @@ struct Checker {
             case .prepared: false
             }
         }
-        if accepted, message.sender.epoch < seen {
+        let acknowledged = output.acks.contains { $0.txnID == message.txnID && $0.accepted }
+        if accepted || acknowledged, message.sender.epoch < seen {
             fail("stale epoch: \(simulation.rmNames[rm]) accepted \(message.outcome) for \(message.txnID) from epoch \(message.sender.epoch) after seeing epoch \(seen)")
         }
-        if accepted || output.acks.contains(where: { $0.txnID == message.txnID && $0.accepted }) {
+        if accepted || acknowledged {
             epochSeen[rm, default: [:]][message.txnID] = max(seen, message.sender.epoch)
         }
     }

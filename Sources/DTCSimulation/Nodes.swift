@@ -290,8 +290,16 @@ extension Simulation {
     }
 
     private func perform(_ release: HeldRelease, node index: Int) {
-        for envelope in release.messages { send(envelope) }
+        for envelope in release.messages {
+            if case .decision(let rm, let message) = envelope { checker.released(message.txnID, message.outcome, by: index, what: "a decision to \(rm)") }
+            send(envelope)
+        }
         for reply in release.replies {
+            switch reply.status {
+            case .committed: checker.released(reply.txnID, .commit, by: index, what: "a reply")
+            case .aborted: checker.released(reply.txnID, .abort, by: index, what: "a reply")
+            case .preparing: break
+            }
             for client in nodes[index].waitingClients.removeValue(forKey: reply.txnID) ?? [] {
                 checker.told(reply, by: self)
                 send(.reply(reply, client: client, node: index))

@@ -18,6 +18,8 @@ public final class Simulation {
     private var queue = EventQueue()
     private var trace = TraceHash()
     private(set) var recentEvents: [String] = []
+    /// Receives every event as it is handled (`dtc-sim --seed S --trace`).
+    public var traceSink: ((String) -> Void)?
 
     let map: PartitionMap
     var nodes: [SimNode]
@@ -134,6 +136,7 @@ public final class Simulation {
         let text = describe(event)
         trace.add("\(now) \(text)")
         recentEvents.append("\(now) ms: \(text)")
+        traceSink?("\(now) ms: \(text)")
         if recentEvents.count > 30 { recentEvents.removeFirst() }
         switch event {
         case .deliver(let message): deliver(message)

@@ -1,4 +1,5 @@
 import ArgumentParser
+import DTCCore
 import DTCSimulation
 import Foundation
 
@@ -12,10 +13,23 @@ struct SimCommand: ParsableCommand {
     @Option(help: "Run this one seed and print its trace hash.") var seed: UInt64?
     @Option(help: "Run this many seeds.") var seeds = 100
     @Option(help: "First seed of --seeds.") var from: UInt64 = 1
+    @Flag(help: "With --seed: print every event.") var trace = false
+    @Option(help: "Switch on a deliberate bug to see the checkers catch it: \(Mutant.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var mutant: String?
+
+    func validate() throws {
+        if let mutant, Mutant(rawValue: mutant) == nil { throw ValidationError("unknown mutant '\(mutant)'") }
+    }
+
+    private func simulation(_ seed: UInt64) -> Simulation {
+        Simulation(seed: seed, mutant: mutant.flatMap(Mutant.init(rawValue:)))
+    }
 
     func run() throws {
         if let seed {
-            let result = Simulation(seed: seed).run()
+            let simulation = simulation(seed)
+            if trace { simulation.traceSink = { print($0) } }
+            let result = simulation.run()
             print("seed \(seed): \(result.swarm)")
             print("  trace \(String(result.traceHash, radix: 16)), \(result.simulatedMs) ms simulated, \(result.txns) txns told, \(result.committed) committed, \(result.takeovers) takeovers, faults \(result.faults.sorted { $0.key < $1.key })")
             report(result)
@@ -25,7 +39,7 @@ struct SimCommand: ParsableCommand {
         var summary = (simulatedMs: UInt64(0), txns: 0, committed: 0, takeovers: 0, failed: [UInt64]())
         var faults: [String: Int] = [:]
         for seed in from..<(from + UInt64(seeds)) {
-            let result = Simulation(seed: seed).run()
+            let result = simulation(seed).run()
             summary.simulatedMs += result.simulatedMs
             summary.txns += result.txns
             summary.committed += result.committed

@@ -43,8 +43,10 @@ import Testing
         #expect(out.mustSync)
         #expect(reason.contains(RM.accounts) && reason.contains("insufficient balance for ada"))
         #expect(out.replies.count == 1)
-        // Presumed abort: ROLLBACKs need not wait for the record; no COMMIT goes anywhere.
-        #expect((out.messagesNow + out.messagesAfterAppend).sorted(by: { $0.rm < $1.rm }) == decisions("t2", .abort).sorted(by: { $0.rm < $1.rm }))
+        // ROLLBACKs wait for the record like COMMITs, so the txn cannot end before its
+        // decision is on a quorum; no COMMIT goes anywhere.
+        #expect(out.messagesNow.isEmpty)
+        #expect(out.messagesAfterAppend.sorted(by: { $0.rm < $1.rm }) == decisions("t2", .abort).sorted(by: { $0.rm < $1.rm }))
 
         #expect(c.voteReceived(.yes, txn: TxnID("t2"), from: RM.orders, now: 3).isEmpty)
         #expect(c.status(of: "t2") == .aborted(reason: reason))
@@ -176,7 +178,8 @@ import Testing
         _ = node.coordinator.ackReceived(txn: TxnID("t13"), from: RM.inventory)
 
         let recovered = node.crashAndRecover(now: 10_000)
-        #expect(recovered.messagesAfterAppend == decisions("t13", .commit))
+        let restarted = Sender(partition: 0, epoch: Epoch(counter: 2, node: 1), node: "n1")
+        #expect(recovered.messagesAfterAppend == decisions("t13", .commit, sender: restarted))
         // Nothing after recovery can turn it into an abort: late votes, deadlines, RM inquiries.
         #expect(node.coordinator.voteReceived(.no(reason: "late"), txn: TxnID("t13"), from: RM.orders, now: 10_001).isEmpty)
         node.apply(node.coordinator.tick(now: 10_000 + node.coordinator.limits.prepareTimeout))
@@ -210,8 +213,10 @@ import Testing
         #expect(late.replies == [reply("ghost", .aborted(reason: reason))])
         #expect(late.recordsToAppend.isEmpty && late.messagesNow.isEmpty && late.messagesAfterAppend.isEmpty)
 
-        // The tombstone survives a crash.
-        #expect(node.crashAndRecover(now: 2).isEmpty)
+        // The tombstone survives a crash, and is appended again at the new epoch.
+        let recovered = node.crashAndRecover(now: 2)
+        #expect(recovered.recordsToAppend.map(\.record) == [.decision(txnID: TxnID("ghost"), outcome: .abort, reason: reason, epoch: Epoch(counter: 2, node: 1))])
+        #expect(recovered.replies.isEmpty && recovered.messagesNow.isEmpty && recovered.messagesAfterAppend.isEmpty)
         #expect(try node.coordinator.submit("ghost", now: 3).replies == [reply("ghost", .aborted(reason: reason))])
     }
 

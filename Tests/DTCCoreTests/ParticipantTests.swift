@@ -102,6 +102,19 @@ import Testing
         #expect(current.recordsToPersist.count == 1)
     }
 
+    @Test func aRepeatedPrepareFromANewerLeaderFencesDecisionsFromOlderOnes() throws {
+        var rm = Participant()
+        _ = try rm.prepared(prepareMessage("t1", stamp: 10, epoch: epoch1))
+        let epoch2 = Epoch(counter: 2, node: 2)
+        let again = rm.prepare(prepareMessage("t1", stamp: 10, epoch: epoch2), now: 3)
+        #expect(again.votes == [VoteReply(txnID: t1, vote: .yes)])
+
+        let stale = rm.decide(decisionMessage("t1", .commit, epoch: epoch1), now: 5)
+        #expect(stale.acks.map(\.accepted) == [false])
+        #expect(stale.recordsToPersist.isEmpty)
+        #expect(rm.decide(decisionMessage("t1", .commit, epoch: epoch2), now: 6).recordsToPersist.count == 1)
+    }
+
     @Test func aRollbackAfterACommitIsRefusedAndCounted() throws {
         var rm = Participant()
         _ = try rm.prepared(prepareMessage("t1", stamp: 10))

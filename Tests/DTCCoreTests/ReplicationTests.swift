@@ -48,7 +48,7 @@ import Testing
         leader.catchUp("n2")
         _ = leader.issue()
         #expect(leader.hold("after 2") == nil)
-        #expect(leader.quorumDurable == first)
+        #expect(leader.quorumDurable == leader.base)
     }
 
     @Test func aLateAckFromAnEarlierTenureCountsForNothing() {
@@ -136,5 +136,18 @@ import Testing
         #expect(!membership.shouldTakeOver(7, members: group))
         membership.tick(now: 240)
         #expect(membership.shouldTakeOver(7, members: group))
+    }
+
+    @Test func aPeerThatStopsListingAPartitionIsNoLongerKnownAsItsLeader() {
+        var membership = Membership(me: "n1", peers: ["n2", "n3"], replicationFactor: 3, suspicionTimeout: 100, startedAt: 0)
+        membership.heard("n2", at: 10, isReady: true)
+        membership.heard("n3", at: 10, isReady: true)
+        membership.peerLeads("n3", [7: epoch2, 8: epoch2])
+        #expect(membership.leader(of: 7) == .init(node: "n3", epoch: epoch2))
+        // n3 restarted before anyone suspected it: it is alive but leads nothing now.
+        membership.peerLeads("n3", [8: epoch2])
+        #expect(membership.leader(of: 7) == nil)
+        #expect(membership.leader(of: 8) == .init(node: "n3", epoch: epoch2))
+        #expect(membership.shouldTakeOver(7, members: ["n1", "n3", "n2"]))
     }
 }

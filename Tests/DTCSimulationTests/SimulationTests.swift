@@ -30,6 +30,16 @@ import Testing
     }
 }
 
+/// Seeds that once broke an invariant, kept after the fix. (A change to the simulator or the
+/// cores draws other runs from them; the transcripts in DTCCoreTests pin each fix itself.)
+@Suite struct RegressionSeeds {
+    @Test(arguments: [UInt64(1), 213, 243, 252, 254, 258, 260, 293, 507, 567, 1541])
+    func aSeedThatFoundABugKeepsEveryInvariant(_ seed: UInt64) {
+        let result = Simulation(seed: seed).run()
+        #expect(result.violations.isEmpty, "seed \(seed): \(result.violations)")
+    }
+}
+
 /// Each deliberate bug must be caught by the checkers within a bounded number of seeds:
 /// proof that the checkers look at what matters.
 @Suite struct MutantTests {
