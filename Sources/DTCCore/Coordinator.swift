@@ -272,6 +272,16 @@ public struct Coordinator: Sendable {
         return nil
     }
 
+    /// The decision and END of finished txns, at the current epoch: what a catch-up carries for
+    /// the txns whose END may not be on every member yet.
+    public func endedRecords(_ txnIDs: [TxnID], partition: UInt32) -> [LogRecord] {
+        let epoch = epochs[partition] ?? .zero
+        return txnIDs.flatMap { txnID -> [LogRecord] in
+            guard let done = finished[txnID], done.partition == partition else { return [] }
+            return [.decision(txnID: txnID, outcome: done.outcome, reason: done.reason, epoch: epoch), .end(txnID: txnID)]
+        }
+    }
+
     /// The records that rebuild every in-flight txn and every tombstone of `partition`: what
     /// a follower that (re)connects needs so that its acknowledgements cover every record
     /// whose quorum may be pending. (A txn ends only after its decision is on a quorum.)
@@ -369,7 +379,15 @@ public struct Coordinator: Sendable {
         if row.isEnded || row.branches.isEmpty {
             let outcome = row.decision?.outcome ?? .abort
             remember(txnID, FinishedTxn(partition: partition, outcome: outcome, reason: row.decision?.reason ?? "", stamp: row.stamp, rms: row.branches.map(\.rm)))
-            return CoordinatorOutput()
+            // An ENDed txn's decision and END go to this epoch's members again: one of them may
+            // have missed them, and its row must not outlive the others' (see `LogRecord.trim`).
+            guard row.isEnded, let decision = row.decision else { return CoordinatorOutput() }
+            var output = CoordinatorOutput()
+            output.recordsToAppend = [
+                PartitionRecord(partition: partition, record: .decision(txnID: txnID, outcome: decision.outcome, reason: decision.reason, epoch: epochs[partition]!)),
+                PartitionRecord(partition: partition, record: .end(txnID: txnID)),
+            ]
+            return output
         }
         counters.recovered += 1
         let epoch = epochs[partition]!

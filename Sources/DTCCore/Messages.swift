@@ -80,15 +80,19 @@ public struct ClientReply: Hashable, Sendable {
 }
 
 /// A record of a partition's log. START is appended lazily, a DECISION is forced before anyone
-/// learns it, END is lazy (presumed abort: a txn with no COMMIT is aborted).
+/// learns it, END is lazy (presumed abort: a txn with no COMMIT is aborted). TRIM removes an
+/// ENDed txn's row: the leader appends it once every member of the replica group holds the
+/// END (and the retention period has passed), so no member keeps an older row of the txn that
+/// a later takeover could mistake for the truth.
 public enum LogRecord: Hashable, Sendable {
     case start(txnID: TxnID, epoch: Epoch, stamp: StartStamp, branches: [Branch])
     case decision(txnID: TxnID, outcome: Outcome, reason: String, epoch: Epoch)
     case end(txnID: TxnID)
+    case trim(txnID: TxnID)
 
     public var txnID: TxnID {
         switch self {
-        case .start(let id, _, _, _), .decision(let id, _, _, _), .end(let id): id
+        case .start(let id, _, _, _), .decision(let id, _, _, _), .end(let id), .trim(let id): id
         }
     }
 
@@ -104,6 +108,8 @@ public enum LogRecord: Hashable, Sendable {
             writer.write(reason); writer.write(epoch)
         case .end(let txnID):
             writer.write(UInt8(3)); writer.write(txnID.rawValue)
+        case .trim(let txnID):
+            writer.write(UInt8(4)); writer.write(txnID.rawValue)
         }
         return writer.bytes
     }
@@ -125,6 +131,8 @@ public enum LogRecord: Hashable, Sendable {
             self = .decision(txnID: id, outcome: outcome, reason: try reader.readString(), epoch: try reader.readEpoch())
         case 3:
             self = .end(txnID: TxnID(try reader.readString()))
+        case 4:
+            self = .trim(txnID: TxnID(try reader.readString()))
         case let tag:
             throw .badTag(tag, at: 0)
         }

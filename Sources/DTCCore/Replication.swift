@@ -32,6 +32,11 @@ public struct ReplicationLeader<Release> {
         return acked[quorum - 1]
     }
 
+    /// The highest ticket that every member holds durably.
+    public var allDurable: UInt64 {
+        members.map { durable[$0] ?? base }.min()!
+    }
+
     /// The ticket for the next batch of records.
     public mutating func issue() -> UInt64 {
         precondition(issued - base < UInt64(UInt32.max), "a tenure ran out of tickets")
@@ -173,5 +178,37 @@ public struct Takeover: Sendable {
     public func lost() -> [UInt32] {
         let won = Set(won().map(\.partition))
         return epochs.keys.sorted().filter { !won.contains($0) }
+    }
+}
+
+/// When a led partition's ENDed rows may leave the log: once every member of the replica
+/// group holds the END durably and the retention period (the window in which a txnID is
+/// deduplicated) has passed. A member that missed the END would otherwise keep an older row
+/// of the txn, and a later takeover with that member could abort a txn that committed.
+public struct TrimSchedule: Sendable {
+    private var pending: [UInt32: [(ticket: UInt64, txnID: TxnID, due: UInt64)]] = [:]
+
+    public init() {}
+
+    /// `txnID`'s END went out in `ticket`; it may be trimmed from `due` on.
+    public mutating func ended(_ txnID: TxnID, partition: UInt32, ticket: UInt64, due: UInt64) {
+        pending[partition, default: []].append((ticket, txnID, due))
+    }
+
+    /// Txns ENDed but not yet trimmed: a catch-up carries their END, since the member it goes
+    /// to may have missed it.
+    public func ended(partition: UInt32) -> [TxnID] { (pending[partition] ?? []).map(\.txnID) }
+
+    /// Takes the txns whose END every member holds (`allDurable`) and whose retention passed.
+    public mutating func due(partition: UInt32, allDurable: UInt64, now: UInt64) -> [TxnID] {
+        guard let queue = pending[partition] else { return [] }
+        let ready = queue.prefix { $0.due <= now && $0.ticket <= allDurable }
+        pending[partition]!.removeFirst(ready.count)
+        return ready.map(\.txnID)
+    }
+
+    /// The node no longer leads the partition: the next leader trims.
+    public mutating func forget(partition: UInt32) {
+        pending[partition] = nil
     }
 }

@@ -31,6 +31,8 @@ public struct TxnRow: Hashable, Sendable {
             adopt(Decided(outcome: outcome, reason: reason, epoch: epoch))
         case .end:
             isEnded = true
+        case .trim:
+            preconditionFailure("TRIM of \(txnID) applied to its row; a TRIM deletes the row")
         }
     }
 

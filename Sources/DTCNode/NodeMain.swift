@@ -36,7 +36,6 @@ public func runNode(config: ClusterConfig, name: String, logger: Logger) async t
         name: name, config: config, coordinator: coordinator, store: store, rmLinks: rmLinks, connections: connections,
         clock: ProcessClock(), logger: logger, promised: promised)
     await runtime.attach(peerLinks)
-    try await runtime.scheduleTrimsOfStoredRows()
 
     let services: [any RegistrableRPCService] = [
         CoordinatorService(runtime: runtime, services: config.services, limits: config.limits),

@@ -40,7 +40,7 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
     /// Txns a takeover found in doubt and has not finished yet, and when that takeover began.
     private var inDoubt: Set<TxnID> = []
     private var inDoubtSince: UInt64 = 0
-    private var trimQueue: [(due: UInt64, partition: UInt32, txnID: TxnID)] = []
+    private var trims = TrimSchedule()
     private var trimmed: UInt64 = 0
     private var takeovers: UInt64 = 0
 
@@ -217,7 +217,7 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
         lastTickAt = now
         apply(coordinator.tick(now: now))
         membership.tick(now: now)
-        trimExpired(now: now)
+        trimDue(now: now)
         guard membership.isReady else { return }
         let partitions = memberOf.filter { shouldTakeOver($0, now: now) }
         guard !partitions.isEmpty else { return }
@@ -254,6 +254,9 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
             }
             let ticket = replica.issue()
             if entries.contains(where: \.isCommit) { commitTickets[partition, default: []].append(ticket) }
+            for case .end(let txnID) in entries.map(\.record) {
+                trims.ended(txnID, partition: partition, ticket: ticket, due: clock.now() + UInt64(config.timing.logRetentionMs))
+            }
             replication[partition] = replica
             tickets.append((partition, ticket))
             let append = Dtc_V1_Append.with {
@@ -269,7 +272,6 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
             for link in replica.members.filter({ $0 != name }).compactMap({ peerLinks[$0] }) {
                 if holdForCrash { heldForCrash.append((link, append)) } else { link.send([append]) }
             }
-            scheduleTrims(entries, partition: partition)
         }
         let durableTickets = tickets
         let held = heldForCrash
@@ -389,7 +391,8 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
                 $0.epochCounter = epoch.counter
                 $0.epochNode = epoch.node
                 $0.ticket = replica.issued
-                $0.records = coordinator.activeRecords(partition: partition).map { Data($0.encoded()) }
+                $0.records = (coordinator.activeRecords(partition: partition)
+                    + coordinator.endedRecords(trims.ended(partition: partition), partition: partition)).map { Data($0.encoded()) }
             })
         }
         link.send(appends)
@@ -417,7 +420,7 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
             }
             membership.learn(partition, leader: leader, epoch: epoch)
             let records = append.records.compactMap { try? LogRecord(decoding: [UInt8]($0)) }.map { PartitionRecord(partition: partition, record: $0) }
-            scheduleTrims(records, partition: partition)
+            trimmed += UInt64(records.filter(\.isTrim).count)
             entries += records
             accepted.append(.with { $0.partition = partition; $0.ticket = append.ticket; $0.accepted = true })
         }
@@ -664,6 +667,7 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
         membership.forget(partition, leader: name)
         backOffTakeover(partition)
         commitTickets[partition] = nil
+        trims.forget(partition: partition)
         for release in replication.removeValue(forKey: partition)?.pending ?? [] { drop(release) }
         for txnID in dropped {
             for waiter in waiters.removeValue(forKey: txnID) ?? [] { waiter.resume(returning: nil) }
@@ -677,30 +681,17 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
 
     // MARK: - Trimming
 
-    /// Rows of ENDed txns leave the log after the retention period.
-    private func scheduleTrims(_ entries: [PartitionRecord], partition: UInt32) {
-        let due = clock.now() + UInt64(config.timing.logRetentionMs)
-        for entry in entries {
-            if case .end(let txnID) = entry.record { trimQueue.append((due, partition, txnID)) }
+    /// ENDed rows leave the log of every member together, once every member holds the END
+    /// and the retention period has passed (see `LogRecord.trim`).
+    private func trimDue(now: UInt64) {
+        var output = CoordinatorOutput()
+        for (partition, replica) in replication.sorted(by: { $0.key < $1.key }) {
+            let due = trims.due(partition: partition, allDurable: replica.allDurable, now: now)
+            output.recordsToAppend += due.map { PartitionRecord(partition: partition, record: .trim(txnID: $0)) }
         }
-    }
-
-    /// After a restart: rows that had ENDed before it are trimmed a retention period from now.
-    func scheduleTrimsOfStoredRows() throws {
-        let due = clock.now() + UInt64(config.timing.logRetentionMs)
-        for partition in memberOf {
-            for row in try store.rows(of: partition) where row.isEnded {
-                trimQueue.append((due, partition, row.txnID))
-            }
-        }
-    }
-
-    private func trimExpired(now: UInt64) {
-        let expired = trimQueue.prefix { $0.due <= now }
-        guard !expired.isEmpty else { return }
-        trimQueue.removeFirst(expired.count)
-        store.trim(expired.map { ($0.partition, $0.txnID) })
-        trimmed += UInt64(expired.count)
+        guard !output.recordsToAppend.isEmpty else { return }
+        trimmed += UInt64(output.recordsToAppend.count)
+        apply(output)
     }
 
     private func redirect(to leader: String, partition: UInt32) -> Dtc_V1_Redirect {
@@ -715,6 +706,11 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
 extension PartitionRecord {
     var isCommit: Bool {
         if case .decision(_, .commit, _, _) = record { return true }
+        return false
+    }
+
+    var isTrim: Bool {
+        if case .trim = record { return true }
         return false
     }
 }

@@ -16,6 +16,7 @@ final class NodeStore: Sendable {
     func append(_ records: [PartitionRecord], promises: [UInt32: Epoch] = [:], onDurable: @escaping @Sendable (Result<Void, any Error>) -> Void) {
         let updates = records.map { entry in
             RowUpdate(partition: entry.partition, key: Array(entry.record.txnID.rawValue.utf8)) { stored in
+                if case .trim = entry.record { return nil }
                 var row = try stored.map { try TxnRow(decoding: $0) } ?? TxnRow(txnID: entry.record.txnID)
                 row.apply(entry.record)
                 return row.encoded()
@@ -27,14 +28,6 @@ final class NodeStore: Sendable {
     /// Persists promised epochs; durable when it returns.
     func promise(_ epochs: [UInt32: Epoch]) async throws {
         try await rows.update([], meta: epochs.map { (Self.promiseKey($0.key), encodeEpoch($0.value)) })
-    }
-
-    /// Deletes rows whose retention has passed.
-    func trim(_ txns: [(UInt32, TxnID)]) {
-        let updates = txns.map { RowUpdate(partition: $0.0, key: Array($0.1.rawValue.utf8)) { _ in nil } }
-        rows.update(updates) { result in
-            if case .failure(let error) = result { fatalError("dtc-node: trimming failed: \(error)") }
-        }
     }
 
     func rows(of partition: UInt32) throws -> [TxnRow] {

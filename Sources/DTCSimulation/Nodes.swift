@@ -38,6 +38,7 @@ struct SimNode {
     var membership: Membership
     var promises = PartitionPromises()
     var replication: [UInt32: ReplicationLeader<HeldRelease>] = [:]
+    var trims = TrimSchedule()
     var disk = Disk<NodeWrite>()
     var generation = 0
     /// Added to the simulated time to give this node's clock. dtc reads a monotonic clock,
@@ -73,7 +74,11 @@ struct SimNode {
         var rows: [TxnID: TxnRow] = [:]
         for write in disk.synced {
             guard case .record(let entry) = write, entry.partition == partition else { continue }
-            rows[entry.record.txnID, default: TxnRow(txnID: entry.record.txnID)].apply(entry.record)
+            if case .trim(let txnID) = entry.record {
+                rows[txnID] = nil
+            } else {
+                rows[entry.record.txnID, default: TxnRow(txnID: entry.record.txnID)].apply(entry.record)
+            }
         }
         return rows.values.sorted { $0.txnID < $1.txnID }
     }
@@ -94,6 +99,9 @@ extension Simulation {
     static let suspicionTimeoutMs: UInt64 = 400
     static let fenceTimeoutMs: UInt64 = 300
     static let catchUpAfterMs: UInt64 = 200
+    /// How long a node keeps an ENDed txn's row (dtc-node: `logRetentionMs`): the window in
+    /// which a txnID is deduplicated, longer than any message stays in flight.
+    static let retentionMs: UInt64 = 1_000
 
     static func nodeIndex(_ name: String) -> Int { Int(name.dropFirst())! }
 
@@ -121,6 +129,7 @@ extension Simulation {
             suspicionTimeout: Self.suspicionTimeoutMs, startedAt: local)
         node.promises = PartitionPromises(node.syncedPromises())
         node.replication = [:]
+        node.trims = TrimSchedule()
         node.lastTickAt = 0
         node.nextHeartbeatAt = local
         node.retryTakeoverAt = [:]
@@ -167,6 +176,7 @@ extension Simulation {
             sendHeartbeats(from: index)
         }
         catchUpSilentFollowers(index)
+        trimDue(index)
         if let attempt = nodes[index].takeover {
             if local >= attempt.deadline { finishTakeover(index) }
         } else if nodes[index].membership.isReady {
@@ -270,6 +280,9 @@ extension Simulation {
                 preconditionFailure("n\(index) appends to partition \(partition), which it does not lead")
             }
             let ticket = nodes[index].replication[partition]!.issue()
+            for case .end(let txnID) in partitionRecords {
+                nodes[index].trims.ended(txnID, partition: partition, ticket: ticket, due: localNow(index) + Self.retentionMs)
+            }
             appends.append(PartitionAppend(partition: partition, epoch: epoch, ticket: ticket, records: partitionRecords))
         }
         write(records.map { .record($0) }, node: index, then: .ownTickets(appends.map { ($0.partition, $0.ticket) }))
@@ -301,7 +314,6 @@ extension Simulation {
             case .preparing: break
             }
             for client in nodes[index].waitingClients.removeValue(forKey: reply.txnID) ?? [] {
-                checker.told(reply, by: self)
                 send(.reply(reply, client: client, node: index))
             }
             for rm in nodes[index].waitingRMs.removeValue(forKey: reply.txnID) ?? [] {
@@ -344,11 +356,22 @@ extension Simulation {
             catchUp.append(
                 PartitionAppend(
                     partition: partition, epoch: core.epochs[partition]!, ticket: nodes[index].replication[partition]!.issued,
-                    records: core.activeRecords(partition: partition)))
+                    records: core.activeRecords(partition: partition)
+                        + core.endedRecords(nodes[index].trims.ended(partition: partition), partition: partition)))
         }
         nodes[index].sessions[follower] = (session, 1)
         nodes[index].lastAckAt[follower] = localNow(index)
         send(.append(AppendMessage(session: session, sequence: 0, appends: catchUp), from: index, to: follower))
+    }
+
+    /// ENDed rows that every member holds leave every member's log together.
+    private func trimDue(_ index: Int) {
+        var output = CoordinatorOutput()
+        for (partition, replica) in nodes[index].replication.sorted(by: { $0.key < $1.key }) {
+            let due = nodes[index].trims.due(partition: partition, allDurable: replica.allDurable, now: localNow(index))
+            output.recordsToAppend += due.map { PartitionRecord(partition: partition, record: .trim(txnID: $0)) }
+        }
+        if !output.recordsToAppend.isEmpty { apply(output, node: index) }
     }
 
     /// A follower that is behind and silent for a while may have lost an append (or its ack):
@@ -372,14 +395,18 @@ extension Simulation {
     func nodeReceivesAppend(_ message: AppendMessage, from leader: Int, node index: Int) {
         guard nodes[index].core != nil else { return }
         let followed = nodes[index].following[leader]
-        if message.sequence == 0, followed?.session != message.session {
+        // Sessions only move forward: a late message of an older session must not bring back
+        // rows that were trimmed since.
+        if message.sequence == 0, message.session > followed?.session ?? 0 {
             nodes[index].following[leader] = (message.session, 1)
         } else if followed?.session == message.session, let next = followed?.next, message.sequence == next {
             nodes[index].following[leader]!.next = next + 1
         } else if followed?.session == message.session, let next = followed?.next, message.sequence < next {
             return  // a duplicate
         } else {
-            send(.appendAcks([AppendAck(session: message.session, partition: 0, ticket: 0, kind: .gap)], from: index, to: leader))
+            if message.session >= followed?.session ?? 0 {
+                send(.appendAcks([AppendAck(session: message.session, partition: 0, ticket: 0, kind: .gap)], from: index, to: leader))
+            }
             return
         }
         var writes: [NodeWrite] = []
@@ -430,6 +457,7 @@ extension Simulation {
         nodes[index].membership.forget(partition, leader: nodes[index].name)
         backOffTakeover(partition, node: index)
         nodes[index].replication[partition] = nil
+        nodes[index].trims.forget(partition: partition)
         for txnID in dropped {
             nodes[index].waitingClients[txnID] = nil
             nodes[index].waitingRMs[txnID] = nil

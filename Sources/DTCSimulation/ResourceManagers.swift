@@ -234,6 +234,7 @@ extension Simulation {
 
     func clientReceives(_ reply: ClientReply, client index: Int) {
         guard clients[index].current?.txnID == reply.txnID, reply.status != .preparing else { return }
+        checker.told(reply, by: self)
         clients[index].told[reply.txnID] = reply.status
         clients[index].current = nil
         schedule(at: now + UInt64.random(in: 0...20, using: &random), .clientNext(index))

@@ -192,7 +192,9 @@ import Testing
         #expect(decided == [.commit, .commit], "the commit, and its re-append at the new epoch")
 
         node.apply(node.coordinator.allAck("t13"))
-        #expect(node.crashAndRecover(now: 30_000).isEmpty, "an ended txn has nothing left to do")
+        let afterEnd = node.crashAndRecover(now: 30_000)
+        #expect(afterEnd.messagesNow.isEmpty && afterEnd.messagesAfterAppend.isEmpty, "an ended txn has nothing left to send")
+        #expect(afterEnd.recordsToAppend.map(\.record) == [.decision(txnID: TxnID("t13"), outcome: .commit, reason: "", epoch: Epoch(counter: 3, node: 1)), .end(txnID: TxnID("t13"))])
         #expect(node.coordinator.status(of: "t13") == .committed)
     }
 
@@ -269,6 +271,7 @@ import Testing
         LogRecord.decision(txnID: TxnID("t1"), outcome: .commit, reason: "", epoch: Epoch(counter: .max, node: .max)),
         LogRecord.decision(txnID: TxnID("t2"), outcome: .abort, reason: "accounts voted NO: ünïcode", epoch: epoch1),
         LogRecord.end(txnID: TxnID("t3")),
+        LogRecord.trim(txnID: TxnID("t4")),
     ])
     func logRecordsRoundTripThroughTheirEncoding(_ record: LogRecord) throws {
         #expect(try LogRecord(decoding: record.encoded()) == record)

@@ -150,4 +150,21 @@ import Testing
         #expect(membership.leader(of: 8) == .init(node: "n3", epoch: epoch2))
         #expect(membership.shouldTakeOver(7, members: ["n1", "n3", "n2"]))
     }
+
+    // MARK: - TrimSchedule
+
+    @Test func anEndedRowIsTrimmedOnlyOnceEveryMemberHoldsItsEndAndTheRetentionPassed() {
+        var leader = ReplicationLeader<String>(members: group, epoch: epoch1)
+        var trims = TrimSchedule()
+        let ticket = leader.issue()
+        trims.ended(TxnID("t1"), partition: 7, ticket: ticket, due: 1_000)
+        _ = leader.acknowledged(ticket, by: "n1")
+        _ = leader.acknowledged(ticket, by: "n2")
+        #expect(trims.due(partition: 7, allDurable: leader.allDurable, now: 5_000).isEmpty, "n3 may lack the END")
+        #expect(trims.ended(partition: 7) == [TxnID("t1")], "so a catch-up to n3 carries it")
+        _ = leader.acknowledged(ticket, by: "n3")
+        #expect(trims.due(partition: 7, allDurable: leader.allDurable, now: 999).isEmpty, "retention not passed")
+        #expect(trims.due(partition: 7, allDurable: leader.allDurable, now: 1_000) == [TxnID("t1")])
+        #expect(trims.ended(partition: 7).isEmpty)
+    }
 }
