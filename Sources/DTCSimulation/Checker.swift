@@ -44,7 +44,7 @@ struct Checker {
             switch record {
             case .prepared(let prepared):
                 preparedAt[prepared.txnID, default: []].insert(rm)
-            case .committed(let txnID, _, _):
+            case .committed(let txnID, _, _, _):
                 commits[txnID, default: [:]][rm, default: 0] += 1
                 if commits[txnID]![rm]! > 1 { fail("exactly once: \(txnID) committed twice at \(Simulation.rmNames[rm])") }
                 apply(txnID, .commit, at: rm)
@@ -53,7 +53,7 @@ struct Checker {
                 if !missing.isEmpty {
                     fail("commit without durable YES: \(txnID) committed at \(Simulation.rmNames[rm]) but never durably prepared at \(missing.sorted().map { Simulation.rmNames[$0] })")
                 }
-            case .aborted(let txnID, _):
+            case .aborted(let txnID, _, _):
                 apply(txnID, .abort, at: rm)
             }
         }
