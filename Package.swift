@@ -68,10 +68,13 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // The independent history checker: pure functions over a client history and what the
+        // RMs hold, so `dtc verify` and its tests share them.
+        .target(name: "DTCVerify", dependencies: ["DTCCore"]),
         .executableTarget(
             name: "dtc",
             dependencies: [
-                "DTCClient", "DTCCore", "DTCWire",
+                "DTCClient", "DTCCore", "DTCWire", "DTCVerify",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ] + grpc
@@ -84,6 +87,7 @@ let package = Package(
         .testTarget(name: "DTCCoreTests", dependencies: ["DTCCore"]),
         .testTarget(name: "DTCSimulationTests", dependencies: ["DTCSimulation", "DTCCore"]),
         .testTarget(name: "DTCStorageTests", dependencies: ["DTCStorage"]),
+        .testTarget(name: "DTCVerifyTests", dependencies: ["DTCVerify", "DTCCore"]),
         .testTarget(
             name: "DTCNodeTests",
             dependencies: [
