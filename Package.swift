@@ -36,21 +36,23 @@ let package = Package(
         .systemLibrary(name: "CLMDB", providers: [.apt(["liblmdb-dev"])]),
         .target(name: "DTCStorage", dependencies: ["CLMDB"]),
         .target(name: "DTCWire", dependencies: ["DTCCore"] + grpc, exclude: ["Protos"]),
+        // Fault injection on the gRPC links: the fault model, the interceptors, the admin RPC.
+        .target(name: "DTCFaults", dependencies: ["DTCCore", "DTCWire"] + grpc),
         .target(
             name: "DTCClient",
-            dependencies: ["DTCCore", "DTCWire"] + grpc
+            dependencies: ["DTCCore", "DTCWire", "DTCFaults"] + grpc
         ),
         .target(
             name: "DTCNode",
             dependencies: [
-                "DTCCore", "DTCStorage", "DTCWire", "DTCClient",
+                "DTCCore", "DTCStorage", "DTCWire", "DTCClient", "DTCFaults",
                 .product(name: "Logging", package: "swift-log"),
             ] + grpc
         ),
         .target(
             name: "DTCResourceManager",
             dependencies: [
-                "DTCCore", "DTCStorage", "DTCWire", "DTCClient",
+                "DTCCore", "DTCStorage", "DTCWire", "DTCClient", "DTCFaults",
                 .product(name: "Logging", package: "swift-log"),
             ] + grpc
         ),
@@ -71,7 +73,7 @@ let package = Package(
         .executableTarget(
             name: "dtc",
             dependencies: [
-                "DTCClient", "DTCCore", "DTCWire",
+                "DTCClient", "DTCCore", "DTCWire", "DTCFaults",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ] + grpc
@@ -84,6 +86,14 @@ let package = Package(
         .testTarget(name: "DTCCoreTests", dependencies: ["DTCCore"]),
         .testTarget(name: "DTCSimulationTests", dependencies: ["DTCSimulation", "DTCCore"]),
         .testTarget(name: "DTCStorageTests", dependencies: ["DTCStorage"]),
+        .testTarget(
+            name: "DTCFaultsTests",
+            dependencies: [
+                "DTCFaults", "DTCWire",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCInProcessTransport", package: "grpc-swift-2"),
+            ]
+        ),
         .testTarget(
             name: "DTCNodeTests",
             dependencies: [
