@@ -87,7 +87,7 @@ public struct FaultClientInterceptor: ClientInterceptor {
     ) async throws -> StreamingClientResponse<Output> {
         let faults = faults
         // The stream's opening is a message to the target, too.
-        if faults.isCut(.outgoing, peer: target) { throw lost(target) }
+        if faults.isCut(.outgoing, peer: target) { throw lost(faults.process, target) }
         var request = request
         let producer = request.producer
         request.producer = { writer in
@@ -157,7 +157,7 @@ public struct FaultServerInterceptor: ServerInterceptor {
         _ next: @Sendable (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<Output>
     ) async throws -> StreamingServerResponse<Output> {
         let faults = faults
-        if faults.isCut(.incoming, peer: peer) { throw lost(peer) }
+        if faults.isCut(.incoming, peer: peer) { throw lost(faults.process, peer) }
         var request = request
         request.messages = RPCAsyncSequence(wrapping: FaultyMessages(base: request.messages, faults: faults, peer: peer) { _ in true })
         var response = try await next(request, context)
@@ -183,7 +183,7 @@ struct FaultyWriter<Element: Sendable>: RPCWriterProtocol {
 
     func write(_ element: Element) async throws {
         switch faults.fate(.outgoing, peer: peer, canDuplicate: true) {
-        case .dropped, .cut: throw lost(peer)
+        case .dropped, .cut: throw lost(faults.process, peer)
         case .deliver(let delayMs, let copies):
             try await sleep(delayMs)
             for _ in 0..<copies { try await base.write(element) }
@@ -224,7 +224,7 @@ struct FaultyMessages<Element: Sendable>: AsyncSequence {
             guard let element = try await base.next() else { return nil }
             guard isMessage(element) else { return element }
             switch faults.fate(.incoming, peer: peer, canDuplicate: true) {
-            case .dropped, .cut: throw lost(peer)
+            case .dropped, .cut: throw lost(faults.process, peer)
             case .deliver(let delayMs, let copies):
                 try await sleep(delayMs)
                 if copies > 1 { copy = element }
@@ -241,9 +241,9 @@ struct DiscardingWriter<Element: Sendable>: RPCWriterProtocol {
 
 // MARK: - Helpers
 
-/// What a broken connection looks like to gRPC's callers.
-func lost(_ peer: String) -> RPCError {
-    RPCError(code: .unavailable, message: "connection to \(peer) lost")
+/// What a broken connection looks like to gRPC's callers (the message reaches the peer, too).
+func lost(_ process: String, _ peer: String) -> RPCError {
+    RPCError(code: .unavailable, message: "connection between \(process) and \(peer) lost")
 }
 
 func sleep(_ milliseconds: UInt64) async throws {

@@ -166,8 +166,8 @@ struct AdminClient {
     private func failure(_ name: String, _ address: String, _ error: any Error) -> CLIFailure {
         guard let rpc = error as? RPCError else { return .failed("\(name): \(error)") }
         switch rpc.code {
-        case .invalidArgument: return .usage("\(name): \(rpc.message)")
-        case .failedPrecondition: return .failed("\(name): \(rpc.message)")
+        case .invalidArgument: return .usage("\(name): \(Router.short(rpc))")
+        case .failedPrecondition: return .failed("\(name): \(Router.short(rpc))")
         case .unavailable, .deadlineExceeded: return .failed("\(name) at \(address) is not answering (\(Router.short(rpc)))")
         default: return .failed("\(name): \(Router.short(rpc))")
         }
