@@ -36,21 +36,23 @@ let package = Package(
         .systemLibrary(name: "CLMDB", providers: [.apt(["liblmdb-dev"])]),
         .target(name: "DTCStorage", dependencies: ["CLMDB"]),
         .target(name: "DTCWire", dependencies: ["DTCCore"] + grpc, exclude: ["Protos"]),
+        // Fault injection on the gRPC links: the fault model, the interceptors, the admin RPC.
+        .target(name: "DTCFaults", dependencies: ["DTCCore", "DTCWire"] + grpc),
         .target(
             name: "DTCClient",
-            dependencies: ["DTCCore", "DTCWire"] + grpc
+            dependencies: ["DTCCore", "DTCWire", "DTCFaults"] + grpc
         ),
         .target(
             name: "DTCNode",
             dependencies: [
-                "DTCCore", "DTCStorage", "DTCWire", "DTCClient",
+                "DTCCore", "DTCStorage", "DTCWire", "DTCClient", "DTCFaults",
                 .product(name: "Logging", package: "swift-log"),
             ] + grpc
         ),
         .target(
             name: "DTCResourceManager",
             dependencies: [
-                "DTCCore", "DTCStorage", "DTCWire", "DTCClient",
+                "DTCCore", "DTCStorage", "DTCWire", "DTCClient", "DTCFaults",
                 .product(name: "Logging", package: "swift-log"),
             ] + grpc
         ),
@@ -74,7 +76,7 @@ let package = Package(
         .executableTarget(
             name: "dtc",
             dependencies: [
-                "DTCClient", "DTCCore", "DTCWire", "DTCVerify",
+                "DTCClient", "DTCCore", "DTCWire", "DTCFaults", "DTCVerify",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ] + grpc
@@ -88,6 +90,14 @@ let package = Package(
         .testTarget(name: "DTCSimulationTests", dependencies: ["DTCSimulation", "DTCCore"]),
         .testTarget(name: "DTCStorageTests", dependencies: ["DTCStorage"]),
         .testTarget(name: "DTCVerifyTests", dependencies: ["DTCVerify", "DTCCore"]),
+        .testTarget(
+            name: "DTCFaultsTests",
+            dependencies: [
+                "DTCFaults", "DTCWire",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCInProcessTransport", package: "grpc-swift-2"),
+            ]
+        ),
         .testTarget(
             name: "DTCNodeTests",
             dependencies: [
