@@ -89,6 +89,10 @@ class Nemesis:
     def fault(self, *args):
         return self.run(self.args.dtc, "fault", *args, "--config", self.args.config)
 
+    def fault_set(self, target, rng, *settings):
+        """Sets `target`'s drop/delay/duplicate, its random draws seeded from the schedule."""
+        return self.fault("set", target, *settings, "--seed", str(rng.randrange(1, 2**31)))
+
     def kinds(self):
         kinds = ["kill", "pause"]
         if self.args.network:
@@ -141,15 +145,15 @@ class Nemesis:
         elif kind == "drop":
             rate = rng.choice([0.05, 0.1, 0.3])
             self.log(f"drop {rate:.0%} of {target}'s messages for {length:.1f}s")
-            injected = self.fault("set", target, "--drop", str(rate))
+            injected = self.fault_set(target, rng, "--drop", str(rate))
         elif kind == "delay":
             delay, jitter = rng.choice([(20, 10), (50, 30), (200, 100)])
             self.log(f"delay {target}'s messages {delay}±{jitter} ms for {length:.1f}s")
-            injected = self.fault("set", target, "--delay", f"{delay}ms", "--jitter", f"{jitter}ms")
+            injected = self.fault_set(target, rng, "--delay", f"{delay}ms", "--jitter", f"{jitter}ms")
         else:
             rate = rng.choice([0.05, 0.2, 0.5])
             self.log(f"duplicate {rate:.0%} of {target}'s messages for {length:.1f}s")
-            injected = self.fault("set", target, "--duplicate", str(rate))
+            injected = self.fault_set(target, rng, "--duplicate", str(rate))
         time.sleep(length)
         self.fault("clear", target)
         self.log(f"cleared {target}")

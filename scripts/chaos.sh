@@ -88,14 +88,14 @@ fi
 
 field() { { dtc status 2>/dev/null || true; } | awk -v n="$1" -v c="$2" '$1 == n && ($3 == "up" || $3 == "joining") { print $c }'; }
 led() { local v; v="$(field "$1" 4)"; echo "${v:-0}"; }
-all_led() {
-  local partitions total=0 node
-  partitions="$(python3 -c "import json; print(json.load(open('$CONFIG'))['partitions'])")"
-  for node in $(python3 -c "import json; print(' '.join(n['name'] for n in json.load(open('$CONFIG'))['nodes']))"); do
-    total=$(( total + $(led "$node") ))
-  done
-  [ "$total" -eq "$partitions" ]
+PARTITIONS="$(python3 -c "import json; print(json.load(open('$CONFIG'))['partitions'])")"
+NODES="$(python3 -c "import json; print(' '.join(n['name'] for n in json.load(open('$CONFIG'))['nodes']))")"
+total_led() {
+  local total=0 node
+  for node in $NODES; do total=$(( total + $(led "$node") )); done
+  echo "$total"
 }
+all_led() { [ "$(total_led)" -eq "$PARTITIONS" ]; }
 wait_until() {
   local deadline=$(( $(date +%s) + ${WAIT:-30} ))
   until "$@"; do
@@ -138,10 +138,22 @@ done
 wait "$LOAD_PID" || die "dtc load failed: $(tail -n 3 "$WORK/load.err")"
 LOAD_PID=""
 
-# Every process back and serving, then the checker: it waits (bounded) until no RM holds a
-# prepared txn and no node has one in flight, and reads every RM's ledger and state.
+# Every process back and serving (a partition left without a leader after the heal is a
+# liveness violation: its txns could never finish), then the checker: it waits (bounded)
+# until no RM holds a prepared txn and no node has one in flight, and reads every RM's ledger
+# and state.
 cluster up >/dev/null
-WAIT=60 wait_until all_led
+UNLED=0
+deadline=$(( $(date +%s) + 60 ))
+until all_led; do
+  if [ "$(date +%s)" -ge "$deadline" ]; then
+    UNLED=$(( PARTITIONS - $(total_led) ))
+    dtc status > "$WORK/status-unled.txt" 2>&1 || true
+    say "LIVENESS: $UNLED of $PARTITIONS partitions without a leader 60 s after the heal (status in status-unled.txt)"
+    break
+  fi
+  sleep 0.2
+done
 QUIET_START="$(date +%s.%N)"
 code=0
 dtc verify "$HISTORY" --wait-quiet 120 --json "$WORK/verify.json" > "$WORK/verify.txt" 2>&1 || code=$?
@@ -151,10 +163,11 @@ sed 's/^/    /' "$WORK/verify.txt"
 dtc status > "$WORK/status.txt" 2>&1 || true
 
 summary=0
-python3 - "$WORK" "$SEED" "$DURATION" "$NETWORK" "$START" "$FAULTS_END" "$QUIET_START" "$QUIET_END" <<'PY' || summary=$?
+python3 - "$WORK" "$SEED" "$DURATION" "$NETWORK" "$START" "$FAULTS_END" "$QUIET_START" "$QUIET_END" "$UNLED" <<'PY' || summary=$?
 import json, sys
 work, seed, duration, network = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
 start, faults_end, quiet_start, quiet_end = map(float, sys.argv[5:9])
+unled = int(sys.argv[9])
 load = json.load(open(f"{work}/load.json"))
 v = json.load(open(f"{work}/verify.json"))
 f = json.load(open(f"{work}/faults.json"))
@@ -170,7 +183,7 @@ for line in open(f"{work}/status.txt"):
 rows = [
     ("seed", seed),
     ("fault phase", f"{faults_end - start:.1f} s (--duration {duration}); network faults {'on' if network else 'off (no dtc fault)'}"),
-    ("heal to verified", f"{quiet_end - quiet_start:.1f} s"),
+    ("heal to verified", f"{quiet_end - faults_end:.1f} s (clients' last attempts, then dtc verify waiting for quiet: {quiet_end - quiet_start:.1f} s)"),
     ("txns (distinct IDs)", f"{v['txns']} ({v['attempts']} attempts, {v['retriedTxns']} IDs sent more than once)"),
     ("  told committed", v["toldCommitted"]),
     ("  told aborted", v["toldAborted"]),
@@ -188,7 +201,8 @@ rows += [
     ("max in doubt (never told)", f"{v['maxInDoubtNeverToldS']:.3f} s, invoke to resolved at every RM when verified ({v['maxInDoubtNeverToldTxn'] or '-'})"),
     ("stale-epoch refusals at RMs", f"{stale} (decisions refused as designed; since each RM's last start)"),
     ("conflicting decisions at RMs", conflicting),
-    ("violations", v["violations"] + conflicting),
+    ("partitions unled after heal", unled),
+    ("violations", v["violations"] + conflicting + unled),
 ]
 width = max(len(r[0]) for r in rows)
 print("chaos summary")
@@ -199,7 +213,9 @@ for kind, n in v["byInvariant"].items():
         print(f"  VIOLATED: {kind}: {n}")
 if conflicting:
     print(f"  VIOLATED: an RM was sent a decision contradicting the one it applied: {conflicting}")
-sys.exit(1 if v["violations"] + conflicting else 0)
+if unled:
+    print(f"  VIOLATED: partitions without a leader 60 s after the heal: {unled}")
+sys.exit(1 if v["violations"] + conflicting + unled else 0)
 PY
 [ "$code" -eq 0 ] && [ "$summary" -eq 0 ] || die "violations found (seed $SEED); replay the schedule with: scripts/chaos.sh --duration $DURATION --seed $SEED"
 say "chaos run passed (seed $SEED)"
