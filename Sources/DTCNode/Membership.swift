@@ -60,6 +60,17 @@ struct Membership {
         leaders[partition] = (leader, epoch)
     }
 
+    /// `peer` says (in a heartbeat) that it leads exactly `partitions`: a partition recorded as
+    /// led by it and missing from the list was given up (it stepped down, e.g. after promising
+    /// a candidate whose takeover then failed). Nobody is known to lead it any more, so its
+    /// first live member may take it over; a stale entry naming a live peer would stop every
+    /// member from ever doing so (invariant 6: after faults stop, every txn finishes).
+    mutating func peer(_ peer: String, leadsOnly partitions: Set<UInt32>) {
+        for (partition, leader) in leaders where leader.node == peer && !partitions.contains(partition) {
+            leaders[partition] = nil
+        }
+    }
+
     /// `leader` no longer leads `partition` (it stepped down); who does is not known yet.
     mutating func forget(_ partition: UInt32, leader: String) {
         if leaders[partition]?.node == leader { leaders[partition] = nil }

@@ -506,6 +506,7 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
                 stepDown(lead.partition)
             }
         }
+        membership.peer(peer, leadsOnly: Set(leads.map(\.partition)))
         // Adopting a peer's promise only makes this node refuse more: safe, and it is how a
         // node that lost its data learns the epochs it must not go below.
         for promise in peerPromises {
