@@ -36,21 +36,23 @@ let package = Package(
         .systemLibrary(name: "CLMDB", providers: [.apt(["liblmdb-dev"])]),
         .target(name: "DTCStorage", dependencies: ["CLMDB"]),
         .target(name: "DTCWire", dependencies: ["DTCCore"] + grpc, exclude: ["Protos"]),
+        // Fault injection on the gRPC links: the fault model, the interceptors, the admin RPC.
+        .target(name: "DTCFaults", dependencies: ["DTCCore", "DTCWire"] + grpc),
         .target(
             name: "DTCClient",
-            dependencies: ["DTCCore", "DTCWire"] + grpc
+            dependencies: ["DTCCore", "DTCWire", "DTCFaults"] + grpc
         ),
         .target(
             name: "DTCNode",
             dependencies: [
-                "DTCCore", "DTCStorage", "DTCWire", "DTCClient",
+                "DTCCore", "DTCStorage", "DTCWire", "DTCClient", "DTCFaults",
                 .product(name: "Logging", package: "swift-log"),
             ] + grpc
         ),
         .target(
             name: "DTCResourceManager",
             dependencies: [
-                "DTCCore", "DTCStorage", "DTCWire", "DTCClient",
+                "DTCCore", "DTCStorage", "DTCWire", "DTCClient", "DTCFaults",
                 .product(name: "Logging", package: "swift-log"),
             ] + grpc
         ),
@@ -68,10 +70,13 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // The independent history checker: pure functions over a client history and what the
+        // RMs hold, so `dtc verify` and its tests share them.
+        .target(name: "DTCVerify", dependencies: ["DTCCore"]),
         .executableTarget(
             name: "dtc",
             dependencies: [
-                "DTCClient", "DTCCore", "DTCWire",
+                "DTCClient", "DTCCore", "DTCWire", "DTCFaults", "DTCVerify",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ] + grpc
@@ -84,6 +89,15 @@ let package = Package(
         .testTarget(name: "DTCCoreTests", dependencies: ["DTCCore"]),
         .testTarget(name: "DTCSimulationTests", dependencies: ["DTCSimulation", "DTCCore"]),
         .testTarget(name: "DTCStorageTests", dependencies: ["DTCStorage"]),
+        .testTarget(name: "DTCVerifyTests", dependencies: ["DTCVerify", "DTCCore"]),
+        .testTarget(
+            name: "DTCFaultsTests",
+            dependencies: [
+                "DTCFaults", "DTCWire",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCInProcessTransport", package: "grpc-swift-2"),
+            ]
+        ),
         .testTarget(
             name: "DTCNodeTests",
             dependencies: [

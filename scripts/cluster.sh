@@ -5,8 +5,10 @@
 #   scripts/cluster.sh [--config FILE] up|down|status|kill NAME|pause NAME|resume NAME|restart NAME|logs NAME
 #
 # DTC_BUILD=debug|release picks the build (release by default). DTC_CRASH_AT_<name>=POINT
-# arms a crash point in that one node (see Sources/DTCNode/CrashPoints.swift). Processes are
-# ended only by the PIDs this script recorded.
+# arms a crash point in that one node (see Sources/DTCNode/CrashPoints.swift).
+# DTC_FAULT_INJECTION=1 starts every process with --allow-fault-injection, so that `dtc fault`
+# can make its links misbehave (off by default). Processes are ended only by the PIDs this
+# script recorded.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -33,6 +35,7 @@ start_one() {
   local cmd
   if [ "$kind" = node ]; then cmd=("$BIN/dtc-node" --config "$CONFIG" --name "$name")
   else cmd=("$BIN/dtc-rm" --config "$CONFIG" --name "$name"); fi
+  if [ "${DTC_FAULT_INJECTION:-0}" = 1 ]; then cmd+=(--allow-fault-injection); fi
   echo "=== start $(date -u +%FT%T.%3NZ)" >> "$LOGS/$name.log"
   local crash="DTC_CRASH_AT_$name"
   nohup env -u DTC_CRASH_AT ${!crash:+DTC_CRASH_AT=${!crash}} "${cmd[@]}" >> "$LOGS/$name.log" 2>&1 &

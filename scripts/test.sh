@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # dtc's test command: installs what is missing, runs the unit tests (swift test), then the
-# tests with real processes: scripts/cluster-test.sh and scripts/failover-test.sh.
+# tests with real processes: scripts/cluster-test.sh, scripts/failover-test.sh,
+# scripts/fault-test.sh and a 60-second chaos run (scripts/chaos.sh) with a fixed seed.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -14,4 +15,8 @@ say "cluster test"
 DTC_BUILD=debug "$ROOT/scripts/cluster-test.sh"
 say "failover tests"
 DTC_BUILD=debug "$ROOT/scripts/failover-test.sh"
+say "fault injection test"
+DTC_BUILD=debug "$ROOT/scripts/fault-test.sh"
+say "chaos run (60 s)"
+DTC_BUILD=debug "$ROOT/scripts/chaos.sh" --duration 60 --seed 1
 say "all tests passed"

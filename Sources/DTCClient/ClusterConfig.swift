@@ -80,6 +80,11 @@ public struct ClusterConfig: Codable, Sendable {
     public func node(named name: String) -> Process? { nodes.first { $0.name == name } }
     public func rm(named name: String) -> Process? { rms.first { $0.name == name } }
 
+    /// Every process's address (host:port) and name: how a process knows whom it calls.
+    public var processNames: [String: String] {
+        Dictionary((nodes + rms).map { ($0.address, $0.name) }, uniquingKeysWith: { first, _ in first })
+    }
+
     /// Position of the node in the list, used in start stamps and epochs.
     public func nodeIndex(of name: String) -> Int? { nodes.firstIndex { $0.name == name } }
 

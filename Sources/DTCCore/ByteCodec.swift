@@ -26,10 +26,21 @@ public struct ByteWriter: Sendable {
     }
 }
 
-public enum RecordDecodingError: Error, Equatable, Sendable {
+public enum RecordDecodingError: Error, Equatable, Sendable, CustomStringConvertible {
     case truncated(at: Int)
     case badTag(UInt8, at: Int)
     case badString(at: Int)
+    /// The record ended where more bytes followed: a different layout, or garbage.
+    case trailingBytes(at: Int)
+
+    public var description: String {
+        switch self {
+        case .truncated(let at): "record truncated at byte \(at)"
+        case .badTag(let tag, let at): "unknown tag \(tag) at byte \(at) (not a record of this format)"
+        case .badString(let at): "invalid UTF-8 string at byte \(at)"
+        case .trailingBytes(let at): "unexpected bytes after the record's end at byte \(at)"
+        }
+    }
 }
 
 public struct ByteReader: Sendable {

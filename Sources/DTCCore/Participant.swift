@@ -46,11 +46,14 @@ public struct PreparedTxn: Hashable, Sendable {
 }
 
 /// What an RM makes durable. Votes YES and acks follow only from `preparedDurable` and
-/// `decisionDurable`, so nothing is promised before its record is on disk.
+/// `decisionDurable`, so nothing is promised before its record is on disk. A decision carries
+/// its epoch and `seenEpoch`, the highest epoch the RM had seen for the txn before it: the
+/// ledger keeps both, so a checker can prove from disk that no decision from a stale epoch
+/// was applied (fencing at the participant, DESIGN.md "Failover").
 public enum ParticipantRecord: Hashable, Sendable {
     case prepared(PreparedTxn)
-    case committed(txnID: TxnID, writes: [Write], epoch: Epoch)
-    case aborted(txnID: TxnID, epoch: Epoch)
+    case committed(txnID: TxnID, writes: [Write], epoch: Epoch, seenEpoch: Epoch)
+    case aborted(txnID: TxnID, epoch: Epoch, seenEpoch: Epoch)
 }
 
 public struct VoteReply: Hashable, Sendable {
@@ -234,7 +237,7 @@ public struct Participant: Sendable {
         let id = message.txnID
         let epoch = message.sender.epoch
         guard let txn = txns[id] else {
-            return message.outcome == .abort ? startApplying(id, .abort, nil, epoch: epoch) : ack(id, accepted: false, "commit of a txn this RM never prepared")
+            return message.outcome == .abort ? startApplying(id, .abort, nil, epoch: epoch, seen: .zero) : ack(id, accepted: false, "commit of a txn this RM never prepared")
         }
         if epoch < txn.epoch && mutant != .ignoreEpochs {
             counters.staleEpochRefusals += 1
@@ -243,9 +246,9 @@ public struct Participant: Sendable {
         txns[id]!.epoch = epoch
         switch (txn.state, message.outcome) {
         case (.prepared(let prepared, _), let outcome):
-            return startApplying(id, outcome, prepared, epoch: epoch)
+            return startApplying(id, outcome, prepared, epoch: epoch, seen: txn.epoch)
         case (.committed, .commit) where mutant == .applyDuplicateCommit:
-            return startApplying(id, .commit, nil, epoch: epoch)
+            return startApplying(id, .commit, nil, epoch: epoch, seen: txn.epoch)
         case (.committed, .commit), (.aborted, .abort):
             return ack(id, accepted: true, "")
         case (.applying(let applying, _), let outcome) where applying == outcome:
@@ -257,7 +260,7 @@ public struct Participant: Sendable {
             locks.withdraw(id)
             var output = releaseLocks(of: id, now: now)
             output.votes.append(VoteReply(txnID: id, vote: .no(reason: "rolled back before it was prepared")))
-            output.merge(startApplying(id, .abort, nil, epoch: epoch))
+            output.merge(startApplying(id, .abort, nil, epoch: epoch, seen: txn.epoch))
             return output
         case (.committed, .abort), (.aborted, .commit), (.applying, _), (.waitingForLocks, .commit), (.reading, .commit), (.persistingPrepared, .commit):
             counters.conflictingDecisions += 1
@@ -338,12 +341,14 @@ public struct Participant: Sendable {
         return VoteReply(txnID: id, vote: .no(reason: reason))
     }
 
-    private mutating func startApplying(_ id: TxnID, _ outcome: Outcome, _ prepared: PreparedTxn?, epoch: Epoch) -> ParticipantOutput {
+    /// `seen` is the highest epoch known for the txn before this decision (`.zero` if none).
+    private mutating func startApplying(_ id: TxnID, _ outcome: Outcome, _ prepared: PreparedTxn?, epoch: Epoch, seen: Epoch) -> ParticipantOutput {
         txns[id] = Txn(state: .applying(outcome, prepared), epoch: epoch)
         var output = ParticipantOutput()
         output.recordsToPersist = [
             outcome == .commit
-                ? .committed(txnID: id, writes: prepared?.writes ?? [], epoch: epoch) : .aborted(txnID: id, epoch: epoch)
+                ? .committed(txnID: id, writes: prepared?.writes ?? [], epoch: epoch, seenEpoch: seen)
+                : .aborted(txnID: id, epoch: epoch, seenEpoch: seen)
         ]
         return output
     }

@@ -111,27 +111,51 @@ extension StateKey {
     public static func prepared(_ txnID: TxnID) -> String { preparedPrefix + txnID.rawValue }
 }
 
-/// An RM's durable record of how a txn ended there, and the epoch that decided it: the
-/// ledger the checker compares across RMs.
+/// An RM's durable record of how a txn ended there: the ledger the checker compares across
+/// RMs. `epoch` decided it; `seenEpoch` is the highest epoch the RM had seen for the txn
+/// before (a decision with `epoch < seenEpoch` came from a fenced leader: invariant 2 at the
+/// participant); `applications` counts how many times a decision was written for the txn
+/// (more than one means an effect was applied twice: invariant 5).
 public struct LedgerEntry: Hashable, Sendable {
     public var outcome: Outcome
     public var epoch: Epoch
+    public var seenEpoch: Epoch
+    public var applications: UInt32
 
-    public init(outcome: Outcome, epoch: Epoch) {
+    /// The first byte of every entry, so that any other layout is refused, not misread.
+    static let formatTag: UInt8 = 0x4c
+
+    public init(outcome: Outcome, epoch: Epoch, seenEpoch: Epoch = .zero, applications: UInt32 = 1) {
         self.outcome = outcome
         self.epoch = epoch
+        self.seenEpoch = seenEpoch
+        self.applications = applications
     }
+
+    public var isFromStaleEpoch: Bool { epoch < seenEpoch }
 
     public func encoded() -> [UInt8] {
         var writer = ByteWriter()
-        writer.write(outcome == .commit)
+        writer.write(Self.formatTag)
+        writer.write(outcome == .commit ? UInt8(1) : UInt8(2))
         writer.write(epoch)
+        writer.write(seenEpoch)
+        writer.write(applications)
         return writer.bytes
     }
 
     public init(decoding bytes: [UInt8]) throws(RecordDecodingError) {
         var reader = ByteReader(bytes)
-        outcome = try reader.readBool() ? .commit : .abort
+        let tag = try reader.readByte()
+        guard tag == Self.formatTag else { throw .badTag(tag, at: 0) }
+        switch try reader.readByte() {
+        case 1: outcome = .commit
+        case 2: outcome = .abort
+        case let other: throw .badTag(other, at: 1)
+        }
         epoch = try reader.readEpoch()
+        seenEpoch = try reader.readEpoch()
+        applications = try reader.readUInt32()
+        guard reader.isAtEnd else { throw .trailingBytes(at: reader.offset) }
     }
 }

@@ -1,5 +1,6 @@
 import DTCClient
 import DTCCore
+import DTCFaults
 import DTCStorage
 import DTCWire
 import GRPCCore
@@ -7,8 +8,9 @@ import GRPCNIOTransportHTTP2
 import Logging
 
 /// Starts one coordinator node: opens its log, claims a new epoch for each partition it leads,
-/// recovers unfinished txns, then serves until the process is killed.
-public func runNode(config: ClusterConfig, name: String, logger: Logger) async throws {
+/// recovers unfinished txns, then serves until the process is killed. With
+/// `allowFaultInjection` its links can be told to misbehave through the admin RPC.
+public func runNode(config: ClusterConfig, name: String, allowFaultInjection: Bool = false, logger: Logger) async throws {
     guard let me = config.node(named: name), let index = config.nodeIndex(of: name) else {
         throw ConfigError("no node named '\(name)' in the cluster config (nodes: \(config.nodes.map(\.name).joined(separator: ", ")))")
     }
@@ -23,7 +25,9 @@ public func runNode(config: ClusterConfig, name: String, logger: Logger) async t
     let groups = (0..<map.partitionCount).filter { map.replicaGroup(of: $0).contains(name) }.count
     logger.info("\(name): member of \(groups) partitions' replica groups, \(rowCount) rows in the log")
 
-    let connections = Connections()
+    let faults = allowFaultInjection ? FaultInjector(process: name, addresses: config.processNames) : nil
+    if faults != nil { logger.notice("\(name): fault injection enabled (admin RPC)") }
+    let connections = Connections(sender: name, faults: faults)
     let rmLinks = Dictionary(uniqueKeysWithValues: config.rms.map {
         ($0.name, RMLink(rm: $0.name, address: $0.address, connections: connections))
     })
@@ -40,11 +44,12 @@ public func runNode(config: ClusterConfig, name: String, logger: Logger) async t
     let services: [any RegistrableRPCService] = [
         CoordinatorService(runtime: runtime, services: config.services, limits: config.limits),
         ReplicaService(runtime: runtime, config: config),
+        AdminService(process: name, faults: faults),
     ]
     let transport = HTTP2ServerTransport.Posix(
         address: .ipv4(host: me.host, port: me.port), transportSecurity: .plaintext,
         config: .defaults { $0.rpc.maxRequestPayloadSize = 16 << 20 })
-    let server = GRPCServer(transport: transport, services: services)
+    let server = GRPCServer(transport: transport, services: services, interceptors: faults.map { [FaultServerInterceptor(faults: $0)] } ?? [])
     try await withThrowingDiscardingTaskGroup { group in
         group.addTask { try await server.serve() }
         group.addTask { try await every(.milliseconds(config.timing.tickMs)) { await runtime.tick() } }

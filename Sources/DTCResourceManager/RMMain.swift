@@ -1,5 +1,6 @@
 import DTCClient
 import DTCCore
+import DTCFaults
 import DTCWire
 import Foundation
 import GRPCCore
@@ -32,8 +33,11 @@ public struct SeedData: Codable, Sendable {
 }
 
 /// Starts one RM: opens its store, seeds it on first start, reloads prepared txns and their
-/// locks, then serves until the process is killed.
-public func runResourceManager(config: ClusterConfig, name: String, seed: SeedData, logger: Logger) async throws {
+/// locks, then serves until the process is killed. With `allowFaultInjection` its links can be
+/// told to misbehave through the admin RPC.
+public func runResourceManager(
+    config: ClusterConfig, name: String, seed: SeedData, allowFaultInjection: Bool = false, logger: Logger
+) async throws {
     guard let me = config.rm(named: name), let service = me.service else {
         throw ConfigError("no rm named '\(name)' in the cluster config (rms: \(config.rms.map(\.name).joined(separator: ", ")))")
     }
@@ -41,7 +45,9 @@ public func runResourceManager(config: ClusterConfig, name: String, seed: SeedDa
     if try await store.seedIfEmpty(seed.values(for: service)) {
         logger.info("\(name): seeded \(service.rawValue) state")
     }
-    let connections = Connections()
+    let faults = allowFaultInjection ? FaultInjector(process: name, addresses: config.processNames) : nil
+    if faults != nil { logger.notice("\(name): fault injection enabled (admin RPC)") }
+    let connections = Connections(sender: name, faults: faults)
     let router = Router(config: config, connections: connections)
     let participant = Participant(limits: config.limits, inquiryAfter: UInt64(config.timing.inquiryAfterMs))
     let runtime = RMRuntime(name: name, service: service, participant: participant, store: store, logger: logger) { prepared in
@@ -52,7 +58,11 @@ public func runResourceManager(config: ClusterConfig, name: String, seed: SeedDa
     let transport = HTTP2ServerTransport.Posix(
         address: .ipv4(host: me.host, port: me.port), transportSecurity: .plaintext,
         config: .defaults { $0.rpc.maxRequestPayloadSize = 16 << 20 })
-    let server = GRPCServer(transport: transport, services: [ResourceManagerService(runtime: runtime, store: store)])
+    let services: [any RegistrableRPCService] = [
+        ResourceManagerService(runtime: runtime, store: store),
+        AdminService(process: name, faults: faults),
+    ]
+    let server = GRPCServer(transport: transport, services: services, interceptors: faults.map { [FaultServerInterceptor(faults: $0)] } ?? [])
     try await withThrowingDiscardingTaskGroup { group in
         group.addTask { try await server.serve() }
         group.addTask {

@@ -106,7 +106,7 @@ actor RMRuntime {
     private func durable(_ record: ParticipantRecord) {
         switch record {
         case .prepared(let prepared): apply(participant.preparedDurable(prepared.txnID, now: clock.now()))
-        case .committed(let txnID, _, _), .aborted(let txnID, _): apply(participant.decisionDurable(txnID, now: clock.now()))
+        case .committed(let txnID, _, _, _), .aborted(let txnID, _, _): apply(participant.decisionDurable(txnID, now: clock.now()))
         }
     }
 

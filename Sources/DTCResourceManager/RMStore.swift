@@ -35,14 +35,23 @@ final class RMStore: Sendable {
         switch record {
         case .prepared(let prepared):
             try txn.put(state, StateKey.prepared(prepared.txnID), prepared.encoded())
-        case .committed(let txnID, let writes, let epoch):
+        case .committed(let txnID, let writes, let epoch, let seen):
             for write in writes { try txn.put(state, write.key, write.value.encoded()) }
             try txn.delete(state, Array(StateKey.prepared(txnID).utf8))
-            try txn.put(state, StateKey.txn(txnID), LedgerEntry(outcome: .commit, epoch: epoch).encoded())
-        case .aborted(let txnID, let epoch):
+            try writeLedger(txnID, .commit, epoch: epoch, seen: seen, into: txn, state)
+        case .aborted(let txnID, let epoch, let seen):
             try txn.delete(state, Array(StateKey.prepared(txnID).utf8))
-            try txn.put(state, StateKey.txn(txnID), LedgerEntry(outcome: .abort, epoch: epoch).encoded())
+            try writeLedger(txnID, .abort, epoch: epoch, seen: seen, into: txn, state)
         }
+    }
+
+    /// Counts applications from what is on disk, not from what the core believes, so that a
+    /// decision applied twice (after a restart, a duplicate, a bug) shows in the ledger.
+    private static func writeLedger(_ txnID: TxnID, _ outcome: Outcome, epoch: Epoch, seen: Epoch, into txn: WriteTransaction, _ state: Database) throws {
+        let key = StateKey.txn(txnID)
+        let previous = try txn.get(state, key).map { try LedgerEntry(decoding: $0) }
+        let entry = LedgerEntry(outcome: outcome, epoch: epoch, seenEpoch: seen, applications: (previous?.applications ?? 0) + 1)
+        try txn.put(state, key, entry.encoded())
     }
 
     func scan(prefix: String, after: String?, limit: Int) throws -> [(key: String, value: [UInt8])] {

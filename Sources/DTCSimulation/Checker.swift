@@ -19,6 +19,13 @@ struct Checker {
     private var decisionHolders: [TxnID: [Epoch: (outcome: Outcome, nodes: Set<Int>)]] = [:]
     /// Decisions made: held by a quorum at some epoch.
     private var made: [TxnID: Outcome] = [:]
+    /// Per node: the highest decision epoch its synced log holds per txn, and the txns it trimmed.
+    private var heldDecisions: [Int: [TxnID: Epoch]] = [:]
+    private var trimmedAt: [Int: Set<TxnID>] = [:]
+    /// Per leader and led partition: the decisions each ticket carried, and per follower the
+    /// ticket up to which its acks were checked against what it holds.
+    private var issuedDecisions: [Int: [UInt32: [(ticket: UInt64, decisions: [(TxnID, Epoch)])]]] = [:]
+    private var claimsChecked: [Int: [UInt32: [Int: UInt64]]] = [:]
     /// Per RM and txn: the highest epoch the RM saw in a PREPARE or an accepted decision,
     /// as far as it can know it (after a restart: what its synced prepared record says).
     private var epochSeen: [Int: [TxnID: Epoch]] = [:]
@@ -50,7 +57,7 @@ struct Checker {
             switch record {
             case .prepared(let prepared):
                 preparedAt[prepared.txnID, default: []].insert(rm)
-            case .committed(let txnID, _, _):
+            case .committed(let txnID, _, _, _):
                 commits[txnID, default: [:]][rm, default: 0] += 1
                 if commits[txnID]![rm]! > 1 { fail("exactly once: \(txnID) committed twice at \(simulation.rmNames[rm])") }
                 apply(txnID, .commit, at: rm, named: simulation.rmNames[rm])
@@ -59,7 +66,7 @@ struct Checker {
                 if !missing.isEmpty {
                     fail("commit without durable YES: \(txnID) committed at \(simulation.rmNames[rm]) but never durably prepared at \(missing.sorted().map { simulation.rmNames[$0] })")
                 }
-            case .aborted(let txnID, _):
+            case .aborted(let txnID, _, _):
                 apply(txnID, .abort, at: rm, named: simulation.rmNames[rm])
             }
         }
@@ -91,7 +98,10 @@ struct Checker {
     /// Writes that became durable in a node's log: a decision a quorum now holds is made.
     mutating func nodeSynced(_ writes: [NodeWrite], at node: Int, in simulation: Simulation) {
         for write in writes {
-            guard case .record(let entry) = write, case .decision(let txnID, let outcome, _, let epoch) = entry.record else { continue }
+            guard case .record(let entry) = write else { continue }
+            if case .trim(let txnID) = entry.record { trimmedAt[node, default: []].insert(txnID) }
+            guard case .decision(let txnID, let outcome, _, let epoch) = entry.record else { continue }
+            heldDecisions[node, default: [:]][txnID] = max(heldDecisions[node]?[txnID] ?? .zero, epoch)
             var holders = decisionHolders[txnID]?[epoch] ?? (outcome, [])
             if holders.outcome != outcome {
                 fail("two decisions at one epoch: \(txnID) is \(holders.outcome) and \(outcome) at epoch \(epoch)")
@@ -103,6 +113,41 @@ struct Checker {
                 record(txnID, outcome, by: "a quorum at epoch \(epoch) (\(holders.nodes.sorted().map { "n\($0)" }))")
             }
         }
+    }
+
+    /// A leader issued `ticket` for records of a partition it leads.
+    mutating func issued(_ records: [LogRecord], ticket: UInt64, partition: UInt32, by leader: Int) {
+        let decisions = records.compactMap { record -> (TxnID, Epoch)? in
+            if case .decision(let txnID, _, _, let epoch) = record { return (txnID, epoch) }
+            return nil
+        }
+        if !decisions.isEmpty { issuedDecisions[leader, default: [:]][partition, default: []].append((ticket, decisions)) }
+    }
+
+    /// A new tenure, or a catch-up to `follower`: its acks are checked from the start again.
+    mutating func claimsRestart(partition: UInt32, leader: Int, follower: Int? = nil) {
+        if let follower {
+            claimsChecked[leader, default: [:]][partition, default: [:]][follower] = 0
+        } else {
+            issuedDecisions[leader, default: [:]][partition] = []
+            claimsChecked[leader, default: [:]][partition] = [:]
+        }
+    }
+
+    /// An ack claims that the follower holds every record issued up to `ticket`: each decision
+    /// among them must be in its synced log (or trimmed). The quorum rule rests on this.
+    mutating func ackClaims(_ ticket: UInt64, partition: UInt32, leader: Int, follower: Int) {
+        let from = claimsChecked[leader]?[partition]?[follower] ?? 0
+        guard ticket > from else { return }
+        for entry in issuedDecisions[leader]?[partition] ?? [] where entry.ticket > from && entry.ticket <= ticket {
+            for (txnID, epoch) in entry.decisions {
+                let holds = (heldDecisions[follower]?[txnID] ?? .zero) >= epoch
+                if !holds, trimmedAt[follower]?.contains(txnID) != true, trimmedAt[leader]?.contains(txnID) != true {
+                    fail("false ack: n\(follower) acked ticket \(ticket & 0xffff_ffff) of partition \(partition) to n\(leader) without the decision of \(txnID) at epoch \(epoch)")
+                }
+            }
+        }
+        claimsChecked[leader, default: [:]][partition, default: [:]][follower] = ticket
     }
 
     /// A leader releases what waited for the quorum: a decision it sends or tells must be
@@ -123,7 +168,7 @@ struct Checker {
         let seen = epochSeen[rm]?[message.txnID] ?? .zero
         let accepted = output.recordsToPersist.contains { record in
             switch record {
-            case .committed(let txnID, _, _), .aborted(let txnID, _): txnID == message.txnID
+            case .committed(let txnID, _, _, _), .aborted(let txnID, _, _): txnID == message.txnID
             case .prepared: false
             }
         }

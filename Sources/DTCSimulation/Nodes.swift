@@ -284,6 +284,7 @@ extension Simulation {
                 nodes[index].trims.ended(txnID, partition: partition, ticket: ticket, due: localNow(index) + Self.retentionMs)
             }
             appends.append(PartitionAppend(partition: partition, epoch: epoch, ticket: ticket, records: partitionRecords))
+            checker.issued(partitionRecords, ticket: ticket, partition: partition, by: index)
         }
         write(records.map { .record($0) }, node: index, then: .ownTickets(appends.map { ($0.partition, $0.ticket) }))
         for follower in nodes.indices where follower != index {
@@ -298,7 +299,8 @@ extension Simulation {
     }
 
     private func acknowledged(_ partition: UInt32, _ ticket: UInt64, by member: Int, at index: Int) {
-        guard nodes[index].replication[partition] != nil else { return }
+        guard let replica = nodes[index].replication[partition] else { return }
+        if member != index, ticket > replica.base { checker.ackClaims(ticket, partition: partition, leader: index, follower: member) }
         for release in nodes[index].replication[partition]!.acknowledged(ticket, by: "n\(member)") { perform(release, node: index) }
     }
 
@@ -353,6 +355,7 @@ extension Simulation {
         var catchUp: [PartitionAppend] = []
         for partition in nodes[index].replication.keys.sorted() where nodes[index].replication[partition]!.members.contains("n\(follower)") {
             nodes[index].replication[partition]!.catchUp("n\(follower)")
+            checker.claimsRestart(partition: partition, leader: index, follower: follower)
             catchUp.append(
                 PartitionAppend(
                     partition: partition, epoch: core.epochs[partition]!, ticket: nodes[index].replication[partition]!.issued,
@@ -593,6 +596,7 @@ extension Simulation {
                 continue
             }
             nodes[index].replication[won.partition] = ReplicationLeader(members: map.replicaGroup(of: won.partition), epoch: won.epoch)
+            checker.claimsRestart(partition: won.partition, leader: index)
             nodes[index].membership.learn(won.partition, leader: nodes[index].name, epoch: won.epoch)
             let output = core.takeOver(partition: won.partition, epoch: won.epoch, rows: won.rows, now: local)
             nodes[index].core = core

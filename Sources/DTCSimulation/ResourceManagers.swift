@@ -27,7 +27,7 @@ struct SimRM {
         let synced = disk.pending
         disk.sync()
         for record in synced {
-            if case .committed(_, let writes, _) = record {
+            if case .committed(_, let writes, _, _) = record {
                 for write in writes { committedState[write.key] = write.value }
             }
         }
@@ -52,8 +52,8 @@ struct SimRM {
         for record in disk.synced {
             switch record {
             case .prepared(let txn): prepared[txn.txnID] = txn
-            case .committed(let txnID, _, _): prepared[txnID] = nil; finished[txnID] = .commit
-            case .aborted(let txnID, _): prepared[txnID] = nil; finished[txnID] = .abort
+            case .committed(let txnID, _, _, _): prepared[txnID] = nil; finished[txnID] = .commit
+            case .aborted(let txnID, _, _): prepared[txnID] = nil; finished[txnID] = .abort
             }
         }
         return (prepared.values.sorted { $0.txnID < $1.txnID }, finished.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
@@ -117,7 +117,7 @@ extension Simulation {
             let output: ParticipantOutput
             switch record {
             case .prepared(let prepared): output = core.preparedDurable(prepared.txnID, now: now)
-            case .committed(let txnID, _, _), .aborted(let txnID, _): output = core.decisionDurable(txnID, now: now)
+            case .committed(let txnID, _, _, _), .aborted(let txnID, _, _): output = core.decisionDurable(txnID, now: now)
             }
             rms[index].core = core
             apply(output, rm: index)

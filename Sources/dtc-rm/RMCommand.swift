@@ -17,6 +17,7 @@ struct RMCommand: AsyncParsableCommand {
     @Option(help: "This RM's name in the cluster config (default: the RM that runs --service).") var name: String?
     @Option(help: "JSON file {\"stock\": {sku: units}, \"balances\": {user: cents}} to seed an empty store (default: the seed in the cluster config).")
     var seedData: String?
+    @Flag(help: "Serve the admin RPC that injects faults on this RM's links (`dtc fault`).") var allowFaultInjection = false
 
     func validate() throws {
         guard service != nil || name != nil else { throw ValidationError("give --service or --name") }
@@ -28,7 +29,8 @@ struct RMCommand: AsyncParsableCommand {
             let cluster = try ClusterConfig.load(path: config)
             let rmName = try resolvedName(cluster)
             let seed = try seedData.map(loadSeed) ?? SeedData(cluster.seed)
-            try await runResourceManager(config: cluster, name: rmName, seed: seed, logger: Logger(label: "dtc-rm.\(rmName)"))
+            try await runResourceManager(
+                config: cluster, name: rmName, seed: seed, allowFaultInjection: allowFaultInjection, logger: Logger(label: "dtc-rm.\(rmName)"))
         } catch let error as ConfigError {
             failExit(error.description)
         } catch {

@@ -2,60 +2,55 @@ import ArgumentParser
 import DTCClient
 import DTCCore
 import DTCWire
+import DTCVerify
 import GRPCCore
 import Foundation
 
 /// Reads every RM at committed state and checks the business invariants and the atomicity of
-/// every txn across RMs.
+/// every txn across RMs; with a history, also that what clients were told holds.
 struct Check: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Verifies the invariants across all RMs; exit 1 on any violation.")
 
     @OptionGroup var cluster: ClusterOptions
     @Option(help: "Seconds to wait for the cluster to become quiet (no prepared txn, nothing in flight).") var waitQuiet = 30
-    @Option(help: "A history file from `dtc load --history`: also check that what clients were told holds.") var history: String?
+    @Option(help: "A history file from `dtc load --history`: also check that what clients were told holds (other txns may exist; `dtc verify` requires a complete history).")
+    var history: String?
 
     func run() async throws {
         let config = try cluster.load()
-        let connections = Connections()
-        defer { Task { await connections.close() } }
-        let reader = ClusterReader(config: config, connections: connections)
-        let quiet = await reader.waitUntilQuiet(seconds: waitQuiet)
-        let snapshot: ClusterSnapshot
-        do {
-            snapshot = try await reader.snapshot()
-        } catch {
-            throw CLIFailure.failed("cannot read the RMs: \(error)")
-        }
-        var report = InvariantReport()
-        report.check(snapshot, seed: config.seed, quiet: quiet)
-        if let history { report.checkHistory(try loadHistory(history), snapshot) }
-        report.print()
-        if report.violations > 0 { throw CLIFailure.failed("\(report.violations) invariant(s) violated") }
-    }
-
-    private func loadHistory(_ path: String) throws -> [(String, String)] {
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw CLIFailure.usage("cannot read history '\(path)'") }
-        return try text.split(separator: "\n").map { line in
-            guard let data = line.data(using: .utf8),
-                let object = try? JSONSerialization.jsonObject(with: data) as? [String: String],
-                let txn = object["txn"], let told = object["told"]
-            else { throw CLIFailure.usage("malformed history line: \(line)") }
-            return (txn, told)
-        }
+        let history = try history.map(readHistory)
+        let (snapshot, quiet) = try await readQuietSnapshot(config, waitQuiet: waitQuiet)
+        let report = history.map {
+            Checker.verify(history: $0, complete: false, snapshot: snapshot, initial: config.seed.initialState, quiet: quiet, checkedAt: Date().timeIntervalSince1970)
+        } ?? Checker.checkState(snapshot, initial: config.seed.initialState, quiet: quiet)
+        for line in report.lines { print(line) }
+        print(report.violations == 0 ? "check: all invariants hold" : "check: \(report.violations) violation(s)")
+        if report.violations > 0 { throw CLIFailure.failed("\(report.violations) invariant violation(s)") }
     }
 }
 
-/// Everything the checker reads from the RMs.
-struct ClusterSnapshot {
-    var stock: [String: Int64] = [:]
-    var reservations: [String: (sku: String, qty: Int64)] = [:]
-    var orders: [String: (user: String, sku: String, qty: Int64, amount: Int64)] = [:]
-    var balances: [String: Int64] = [:]
-    var debits: [String: (user: String, amount: Int64)] = [:]
-    /// Per RM: txnID → outcome.
-    var ledgers: [String: [String: Outcome]] = [:]
-    /// Per RM: prepared txnIDs.
-    var prepared: [String: [String]] = [:]
+/// Waits (bounded) until the cluster is quiet, then reads every RM.
+func readQuietSnapshot(_ config: ClusterConfig, waitQuiet: Int) async throws -> (ClusterSnapshot, quiet: Bool) {
+    let connections = Connections()
+    defer { Task { await connections.close() } }
+    let reader = ClusterReader(config: config, connections: connections)
+    let quiet = await reader.waitUntilQuiet(seconds: waitQuiet)
+    do {
+        return (try await reader.snapshot(), quiet)
+    } catch let failure as CLIFailure {
+        throw failure
+    } catch {
+        throw CLIFailure.failed("cannot read the RMs: \(error)")
+    }
+}
+
+func readHistory(_ path: String) throws -> History {
+    guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw CLIFailure.usage("cannot read history '\(path)'") }
+    return History(parsing: text)
+}
+
+extension ClusterConfig.Seed {
+    var initialState: InitialState { InitialState(skus: skus, unitsPerSku: unitsPerSku, users: users, centsPerUser: centsPerUser) }
 }
 
 struct ClusterReader {
@@ -94,9 +89,13 @@ struct ClusterReader {
     func snapshot() async throws -> ClusterSnapshot {
         var snapshot = ClusterSnapshot()
         for rm in config.rms {
-            var ledger: [String: Outcome] = [:]
+            var ledger: [String: LedgerEntry] = [:]
             for (key, value) in try await scan(rm, prefix: StateKey.txnPrefix) {
-                ledger[String(key.dropFirst(StateKey.txnPrefix.count))] = try LedgerEntry(decoding: value).outcome
+                do {
+                    ledger[String(key.dropFirst(StateKey.txnPrefix.count))] = try LedgerEntry(decoding: value)
+                } catch {
+                    throw CLIFailure.failed("\(rm.name): ledger entry \(key): \(error)")
+                }
             }
             snapshot.ledgers[rm.name] = ledger
             snapshot.prepared[rm.name] = try await scan(rm, prefix: StateKey.preparedPrefix).map { String($0.0.dropFirst(StateKey.preparedPrefix.count)) }
@@ -123,7 +122,7 @@ struct ClusterReader {
     private func readOrders(_ rm: ClusterConfig.Process, into snapshot: inout ClusterSnapshot) async throws {
         for (key, value) in try await scan(rm, prefix: StateKey.orderPrefix) {
             if case .order(let user, let sku, let qty, let amount) = try StateValue(decoding: value) {
-                snapshot.orders[String(key.dropFirst(StateKey.orderPrefix.count))] = (user, sku, qty, amount)
+                snapshot.orders[String(key.dropFirst(StateKey.orderPrefix.count))] = ClusterSnapshot.Order(user: user, sku: sku, qty: qty, amount: amount)
             }
         }
     }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import DTCClient
 import DTCCore
+import DTCVerify
 import Foundation
 import Histogram
 import Synchronization
@@ -35,29 +36,29 @@ final class LoadStats: Sendable {
         var aborted = 0
         var unknown = 0
         var retried = 0
+        /// Orders sent again with the same txn ID after an answer (or none).
+        var resubmitted = 0
         var abortReasons: [String: Int] = [:]
         var histogram = Histogram<UInt64>(highestTrackableValue: 600_000_000, numberOfSignificantValueDigits: .three)
-        var history: [String] = []
     }
 
     let counts = Mutex(Counts())
     /// The next order index a worker takes.
     let nextIndex = Atomic<Int>(0)
 
-    func record(_ order: GeneratedOrder, _ result: Result<SubmitOutcome, RouterError>, micros: UInt64, keepHistory: Bool) {
+    /// Counts an order's final answer (its last attempt).
+    func record(_ result: Result<SubmitOutcome, RouterError>, micros: UInt64, resubmitted: Bool) {
         counts.withLock { counts in
-            var told = "unknown"
+            if resubmitted { counts.resubmitted += 1 }
             switch result {
             case .success(let outcome):
                 if outcome.attempts > 1 { counts.retried += 1 }
                 switch outcome.status {
                 case .committed:
                     counts.committed += 1
-                    told = "committed"
                     counts.histogram.record(micros)
                 case .aborted(let reason):
                     counts.aborted += 1
-                    told = "aborted"
                     counts.abortReasons[abortCategory(reason), default: 0] += 1
                     counts.histogram.record(micros)
                 case .preparing:
@@ -66,8 +67,29 @@ final class LoadStats: Sendable {
             case .failure:
                 counts.unknown += 1
             }
-            if keepHistory { counts.history.append("{\"txn\":\"\(order.txnID)\",\"told\":\"\(told)\"}") }
         }
+    }
+}
+
+/// Streams a client history: each line is written with one `write` as it happens, so a load
+/// that is killed or stopped still leaves every line it wrote readable.
+final class HistoryWriter: Sendable {
+    private let handle: Mutex<FileHandle>
+
+    init(path: String) throws {
+        guard FileManager.default.createFile(atPath: path, contents: nil), let handle = FileHandle(forWritingAtPath: path) else {
+            throw CLIFailure.failed("cannot create history '\(path)'")
+        }
+        self.handle = Mutex(handle)
+    }
+
+    func append(_ event: HistoryEvent) {
+        let line = Data((event.jsonLine + "\n").utf8)
+        handle.withLock { $0.write(line) }
+    }
+
+    func close() {
+        handle.withLock { try? $0.close() }
     }
 }
 
@@ -84,17 +106,26 @@ struct Load: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Sends random orders and reports outcomes, throughput and latency.")
 
     @OptionGroup var cluster: ClusterOptions
-    @Option(help: "Number of orders.") var txns = 1_000
+    @Option(help: "Number of orders (unless --duration is given).") var txns = 1_000
+    @Option(help: "Send new orders for this many seconds instead of a number of orders.") var duration: Double?
     @Option(help: "Orders in flight at once.") var concurrency = 16
     @Option(help: "Seed of the generated orders (default: from the clock; printed).") var seed: UInt64?
     @Option(help: "Seconds to keep retrying a txn whose outcome is unknown, with the same txn ID.") var retryFor = 60
-    @Option(help: "Write each txn's told outcome as JSON lines to this file.") var history: String?
+    @Option(help: "Attempts per order: an order whose outcome is still unknown after --retry-for is submitted again with the same txn ID, up to this many times.")
+    var attempts = 1
+    @Option(help: "Fraction of orders submitted once more with the same txn ID after their answer (a client retry that must get the same outcome).")
+    var resubmit = 0.0
+    @Option(help: "Stream the history to this file: one invoke line per attempt before it is sent, one ok/fail/unknown line after.")
+    var history: String?
     @Flag(help: "Print the summary as one JSON object.") var json = false
 
     func validate() throws {
         guard txns > 0 else { throw ValidationError("--txns must be positive") }
+        if let duration { guard duration > 0 && duration.isFinite else { throw ValidationError("--duration must be positive") } }
         guard (1...4_096).contains(concurrency) else { throw ValidationError("--concurrency must be in 1...4096") }
         guard retryFor >= 0 else { throw ValidationError("--retry-for must not be negative") }
+        guard (1...100).contains(attempts) else { throw ValidationError("--attempts must be in 1...100") }
+        guard (0...1).contains(resubmit) else { throw ValidationError("--resubmit must be in 0...1") }
     }
 
     func run() async throws {
@@ -103,14 +134,17 @@ struct Load: AsyncParsableCommand {
         let connections = Connections()
         let router = Router(config: config, connections: connections)
         let stats = LoadStats()
+        let historyWriter = try history.map(HistoryWriter.init)
         let started = ContinuousClock.now
-        let total = txns
-        let progress = Task { await Self.reportProgress(stats, total: total, started: started) }
-        let worker = Worker(runSeed: runSeed, config: config, router: router, stats: stats, retryFor: .seconds(retryFor), keepHistory: history != nil)
+        let deadline = duration.map { started + .milliseconds(Int64($0 * 1_000)) }
+        let total = duration == nil ? txns : Int.max
+        let progress = Task { await Self.reportProgress(stats, total: duration == nil ? txns : nil, started: started) }
+        let worker = Worker(runSeed: runSeed, config: config, router: router, stats: stats, retryFor: .seconds(retryFor),
+                            attempts: attempts, resubmit: resubmit, deadline: deadline, history: historyWriter)
         await withTaskGroup(of: Void.self) { group in
             for _ in 0..<concurrency {
                 group.addTask {
-                    while true {
+                    while deadline.map({ ContinuousClock.now < $0 }) ?? true {
                         let index = stats.nextIndex.add(1, ordering: .relaxed).oldValue
                         guard index < total else { return }
                         await worker.runOne(index)
@@ -119,54 +153,81 @@ struct Load: AsyncParsableCommand {
             }
         }
         progress.cancel()
+        historyWriter?.close()
         let elapsed = ContinuousClock.now - started
         FileHandle.standardError.write(Data("\n".utf8))
-        try writeHistory(stats)
         printSummary(stats, elapsed: elapsed, runSeed: runSeed)
         await connections.close()
     }
 
-    /// Sends one generated order and records what the client was told.
+    /// Sends one generated order (again, with the same txn ID, while its outcome is unknown or
+    /// when it is picked for a resubmission) and records what the client was told.
     struct Worker: Sendable {
         let runSeed: UInt64
         let config: ClusterConfig
         let router: Router
         let stats: LoadStats
         let retryFor: Duration
-        let keepHistory: Bool
+        let attempts: Int
+        let resubmit: Double
+        let deadline: ContinuousClock.Instant?
+        let history: HistoryWriter?
 
         func runOne(_ index: Int) async {
             let order = GeneratedOrder.make(index, runSeed: runSeed, seed: config.seed)
             let branches = orderBranches(config, orderID: order.txnID, user: order.user, sku: order.sku, qty: order.qty, amount: order.amount)
-            let begin = ContinuousClock.now
+            var rng = SplitMix64(seed: runSeed ^ 0x5bd1_e995 &+ UInt64(index))
+            let resubmitOnce = Double.random(in: 0..<1, using: &rng) < resubmit
+            var attempt = 1
+            while true {
+                let begin = ContinuousClock.now
+                let result = await send(order, branches, attempt: attempt)
+                let isUnknown = result.told == nil
+                let again = attempt < attempts && (isUnknown || (resubmitOnce && attempt == 1))
+                let inTime = deadline.map { ContinuousClock.now < $0 + retryFor } ?? true
+                guard again && inTime else {
+                    stats.record(result.result, micros: (ContinuousClock.now - begin).microseconds, resubmitted: attempt > 1)
+                    return
+                }
+                attempt += 1
+            }
+        }
+
+        /// One attempt: its invoke line, the submit, its completion line.
+        private func send(_ order: GeneratedOrder, _ branches: [Branch], attempt: Int) async -> (result: Result<SubmitOutcome, RouterError>, told: Outcome?) {
+            history?.append(.invoke(order.txnID, attempt: attempt, at: Date().timeIntervalSince1970,
+                                    HistoryEvent.Order(user: order.user, sku: order.sku, qty: order.qty, amount: order.amount)))
             let result: Result<SubmitOutcome, RouterError>
             do {
                 result = .success(try await router.submit(TxnID(order.txnID), branches: branches, retryFor: retryFor))
             } catch {
                 result = .failure(error)
             }
-            stats.record(order, result, micros: (ContinuousClock.now - begin).microseconds, keepHistory: keepHistory)
+            let now = Date().timeIntervalSince1970
+            let (kind, reason, told): (HistoryEvent.Kind, String?, Outcome?) =
+                switch result {
+                case .success(let outcome):
+                    switch outcome.status {
+                    case .committed: (.ok, nil, .commit)
+                    case .aborted(let reason): (.fail, reason, .abort)
+                    case .preparing: (.unknown, "still preparing at \(outcome.node)", nil)
+                    }
+                case .failure(let error): (.unknown, error.description, nil)
+                }
+            history?.append(HistoryEvent(kind: kind, txn: order.txnID, attempt: attempt, time: now, reason: reason))
+            return (result, told)
         }
     }
 
-    private static func reportProgress(_ stats: LoadStats, total txns: Int, started: ContinuousClock.Instant) async {
+    private static func reportProgress(_ stats: LoadStats, total txns: Int?, started: ContinuousClock.Instant) async {
         while !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(500))
             let (committed, aborted, unknown) = stats.counts.withLock { ($0.committed, $0.aborted, $0.unknown) }
             let seconds = max((ContinuousClock.now - started).seconds, 0.001)
-            let line = String(format: "\r[load] %d/%d done: %d committed, %d aborted, %d unknown, %.0f committed/s   ",
-                              committed + aborted + unknown, txns, committed, aborted, unknown, Double(committed) / seconds)
+            let done = "\(committed + aborted + unknown)" + (txns.map { "/\($0)" } ?? "")
+            let line = String(format: "\r[load] %@ done: %d committed, %d aborted, %d unknown, %.0f committed/s   ",
+                              done, committed, aborted, unknown, Double(committed) / seconds)
             FileHandle.standardError.write(Data(line.utf8))
-        }
-    }
-
-    private func writeHistory(_ stats: LoadStats) throws {
-        guard let history else { return }
-        let lines = stats.counts.withLock { $0.history.joined(separator: "\n") }
-        do {
-            try (lines + "\n").write(toFile: history, atomically: true, encoding: .utf8)
-        } catch {
-            throw CLIFailure.failed("cannot write history '\(history)': \(error.localizedDescription)")
         }
     }
 
@@ -175,13 +236,14 @@ struct Load: AsyncParsableCommand {
         let seconds = elapsed.seconds
         let throughput = Double(counts.committed) / max(seconds, 0.001)
         let ms = { (q: Double) in Double(counts.histogram.valueAtPercentile(q)) / 1_000 }
+        let orders = counts.committed + counts.aborted + counts.unknown
         if json {
             let reasons = counts.abortReasons.sorted { $0.key < $1.key }.map { "\"\(jsonEscape($0.key))\":\($0.value)" }.joined(separator: ",")
-            print(String(format: "{\"txns\":%d,\"concurrency\":%d,\"seed\":%llu,\"committed\":%d,\"aborted\":%d,\"unknown\":%d,\"retried\":%d,\"abortedByReason\":{%@},\"durationS\":%.3f,\"throughput\":%.1f,\"p50Ms\":%.2f,\"p90Ms\":%.2f,\"p99Ms\":%.2f,\"maxMs\":%.2f}",
-                         txns, concurrency, runSeed, counts.committed, counts.aborted, counts.unknown, counts.retried, reasons, seconds, throughput, ms(50), ms(90), ms(99), Double(counts.histogram.max) / 1_000))
+            print(String(format: "{\"txns\":%d,\"concurrency\":%d,\"seed\":%llu,\"committed\":%d,\"aborted\":%d,\"unknown\":%d,\"retried\":%d,\"resubmitted\":%d,\"abortedByReason\":{%@},\"durationS\":%.3f,\"throughput\":%.1f,\"p50Ms\":%.2f,\"p90Ms\":%.2f,\"p99Ms\":%.2f,\"maxMs\":%.2f}",
+                         orders, concurrency, runSeed, counts.committed, counts.aborted, counts.unknown, counts.retried, counts.resubmitted, reasons, seconds, throughput, ms(50), ms(90), ms(99), Double(counts.histogram.max) / 1_000))
             return
         }
-        print("load: \(txns) orders, concurrency \(concurrency), seed \(runSeed), \(String(format: "%.2f", seconds)) s")
+        print("load: \(orders) orders, concurrency \(concurrency), seed \(runSeed), \(String(format: "%.2f", seconds)) s")
         print("  committed  \(counts.committed)")
         print("  aborted    \(counts.aborted)")
         for (reason, count) in counts.abortReasons.sorted(by: { $0.value > $1.value }) {
@@ -189,6 +251,7 @@ struct Load: AsyncParsableCommand {
         }
         print("  unknown    \(counts.unknown)")
         print("  retried    \(counts.retried) (same txn ID, after a timeout or a node down)")
+        print("  resubmitted \(counts.resubmitted) (sent again by the client with the same txn ID after an answer or none)")
         print(String(format: "  throughput %.1f committed txn/s", throughput))
         print(String(format: "  latency    p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, max %.2f ms", ms(50), ms(90), ms(99), Double(counts.histogram.max) / 1_000))
     }

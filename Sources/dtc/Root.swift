@@ -8,8 +8,8 @@ import Foundation
 struct DTC: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dtc",
-        abstract: "Client of a dtc cluster: orders, load, checks and status.",
-        subcommands: [Order.self, Load.self, Check.self, Status.self, Txn.self])
+        abstract: "Client of a dtc cluster: orders, load, checks, status and fault injection.",
+        subcommands: [Order.self, Load.self, Check.self, Verify.self, Status.self, Txn.self, Fault.self])
 
     /// Usage errors exit 2 with one line; a failure the command reports exits 1; never a trace.
     static func main() async {

@@ -46,7 +46,7 @@ import Testing
         let prepared = try rm.prepared(prepareMessage("t1", stamp: 10))
 
         let commit = rm.decide(decisionMessage("t1", .commit), now: 5)
-        #expect(commit.recordsToPersist == [.committed(txnID: t1, writes: prepared.writes, epoch: epoch1)])
+        #expect(commit.recordsToPersist == [.committed(txnID: t1, writes: prepared.writes, epoch: epoch1, seenEpoch: epoch1)])
         #expect(commit.acks.isEmpty, "no ack before the commit is durable")
         #expect(rm.decide(decisionMessage("t1", .commit), now: 6) == ParticipantOutput(), "a repeat while applying waits")
         #expect(rm.locks.lockCount == 2, "locks are held until the commit is durable")
@@ -64,7 +64,7 @@ import Testing
     @Test func aRollbackOfAnUnknownTxnLeavesATombstoneThatRefusesALatePrepare() {
         var rm = Participant()
         let rollback = rm.decide(decisionMessage("t1", .abort), now: 0)
-        #expect(rollback.recordsToPersist == [.aborted(txnID: t1, epoch: epoch1)])
+        #expect(rollback.recordsToPersist == [.aborted(txnID: t1, epoch: epoch1, seenEpoch: .zero)])
         #expect(rollback.acks.isEmpty)
         #expect(rm.decisionDurable(t1, now: 1).acks == [AckReply(txnID: t1, accepted: true, reason: "")])
 
@@ -81,7 +81,7 @@ import Testing
         #expect(rm.decide(decisionMessage("t1", .abort), now: 2) == ParticipantOutput())
 
         let durable = rm.preparedDurable(t1, now: 3)
-        #expect(durable.recordsToPersist == [.aborted(txnID: t1, epoch: epoch1)])
+        #expect(durable.recordsToPersist == [.aborted(txnID: t1, epoch: epoch1, seenEpoch: epoch1)])
         #expect(rm.decisionDurable(t1, now: 4).acks == [AckReply(txnID: t1, accepted: true, reason: "")])
         #expect(rm.locks.lockCount == 0)
     }
@@ -113,6 +113,38 @@ import Testing
         #expect(stale.acks.map(\.accepted) == [false])
         #expect(stale.recordsToPersist.isEmpty)
         #expect(rm.decide(decisionMessage("t1", .commit, epoch: epoch2), now: 6).recordsToPersist.count == 1)
+    }
+
+    @Test func theLedgerRecordOfADecisionNamesTheHighestEpochSeenBeforeIt() throws {
+        var rm = Participant()
+        let epoch3 = Epoch(counter: 3, node: 1)
+        let prepared = try rm.prepared(prepareMessage("t1", stamp: 10, epoch: epoch1))
+        let takeover = rm.decide(decisionMessage("t1", .commit, epoch: epoch3), now: 5)
+        #expect(takeover.recordsToPersist == [.committed(txnID: t1, writes: prepared.writes, epoch: epoch3, seenEpoch: epoch1)])
+    }
+
+    @Test func anRMThatIgnoresEpochsLeavesTheStaleDecisionVisibleInItsLedger() throws {
+        var rm = Participant()
+        rm.mutant = .ignoreEpochs
+        let epoch2 = Epoch(counter: 2, node: 2)
+        let prepared = try rm.prepared(prepareMessage("t1", stamp: 10, epoch: epoch2))
+        let stale = rm.decide(decisionMessage("t1", .commit, epoch: epoch1), now: 5)
+        #expect(stale.recordsToPersist == [.committed(txnID: t1, writes: prepared.writes, epoch: epoch1, seenEpoch: epoch2)])
+        #expect(LedgerEntry(outcome: .commit, epoch: epoch1, seenEpoch: epoch2).isFromStaleEpoch)
+    }
+
+    @Test func aLedgerEntryRoundTripsAndGarbageIsRefused() throws {
+        let entry = LedgerEntry(outcome: .abort, epoch: Epoch(counter: 7, node: 3), seenEpoch: epoch1, applications: 2)
+        let bytes = entry.encoded()
+        #expect(try LedgerEntry(decoding: bytes) == entry)
+        for length in 0..<bytes.count {
+            #expect(throws: RecordDecodingError.self, "prefix of \(length) bytes") { try LedgerEntry(decoding: Array(bytes.prefix(length))) }
+        }
+        #expect(throws: RecordDecodingError.trailingBytes(at: bytes.count)) { try LedgerEntry(decoding: bytes + [0]) }
+        #expect(throws: RecordDecodingError.badTag(1, at: 0)) { try LedgerEntry(decoding: [1] + Array(bytes.dropFirst())) }
+        var badOutcome = bytes
+        badOutcome[1] = 9
+        #expect(throws: RecordDecodingError.badTag(9, at: 1)) { try LedgerEntry(decoding: badOutcome) }
     }
 
     @Test func aRollbackAfterACommitIsRefusedAndCounted() throws {
@@ -190,7 +222,7 @@ import Testing
         #expect(repeated.recordsToPersist.isEmpty, "a finished txn is not applied twice")
 
         #expect(rm.decide(decisionMessage("t1", .commit), now: 3).recordsToPersist
-            == [.committed(txnID: t1, writes: prepared.writes, epoch: epoch1)])
+            == [.committed(txnID: t1, writes: prepared.writes, epoch: epoch1, seenEpoch: epoch1)])
     }
 
     @Test func aTxnPreparedTooLongAsksForItsOutcomeEveryInquiryPeriod() throws {

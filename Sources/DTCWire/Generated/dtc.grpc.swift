@@ -2285,3 +2285,522 @@ extension Dtc_V1_Replica.ClientProtocol {
         )
     }
 }
+
+// MARK: - dtc.v1.Admin
+
+/// Namespace containing generated types for the "dtc.v1.Admin" service.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+public enum Dtc_V1_Admin: Sendable {
+    /// Service descriptor for the "dtc.v1.Admin" service.
+    public static let descriptor = GRPCCore.ServiceDescriptor(fullyQualifiedService: "dtc.v1.Admin")
+    /// Namespace for method metadata.
+    public enum Method: Sendable {
+        /// Namespace for "SetFaults" metadata.
+        public enum SetFaults: Sendable {
+            /// Request type for "SetFaults".
+            public typealias Input = Dtc_V1_SetFaultsRequest
+            /// Response type for "SetFaults".
+            public typealias Output = Dtc_V1_FaultsResponse
+            /// Descriptor for "SetFaults".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "dtc.v1.Admin"),
+                method: "SetFaults",
+                type: .unary
+            )
+        }
+        /// Namespace for "GetFaults" metadata.
+        public enum GetFaults: Sendable {
+            /// Request type for "GetFaults".
+            public typealias Input = Dtc_V1_GetFaultsRequest
+            /// Response type for "GetFaults".
+            public typealias Output = Dtc_V1_FaultsResponse
+            /// Descriptor for "GetFaults".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "dtc.v1.Admin"),
+                method: "GetFaults",
+                type: .unary
+            )
+        }
+        /// Descriptors for all methods in the "dtc.v1.Admin" service.
+        public static let descriptors: [GRPCCore.MethodDescriptor] = [
+            SetFaults.descriptor,
+            GetFaults.descriptor
+        ]
+    }
+}
+
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension GRPCCore.ServiceDescriptor {
+    /// Service descriptor for the "dtc.v1.Admin" service.
+    public static let dtc_v1_Admin = GRPCCore.ServiceDescriptor(fullyQualifiedService: "dtc.v1.Admin")
+}
+
+// MARK: dtc.v1.Admin (server)
+
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Dtc_V1_Admin {
+    /// Streaming variant of the service protocol for the "dtc.v1.Admin" service.
+    ///
+    /// This protocol is the lowest-level of the service protocols generated for this service
+    /// giving you the most flexibility over the implementation of your service. This comes at
+    /// the cost of more verbose and less strict APIs. Each RPC requires you to implement it in
+    /// terms of a request stream and response stream. Where the RPC expects only a single
+    /// request or response message, you are responsible for ensuring your implementation
+    /// maintains this invariant.
+    ///
+    /// Where possible, prefer using the stricter, less-verbose ``ServiceProtocol``
+    /// or ``SimpleServiceProtocol`` instead.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Served by every dtc-node and dtc-rm; answers FAILED_PRECONDITION unless the process was
+    /// > started with --allow-fault-injection.
+    public protocol StreamingServiceProtocol: GRPCCore.RegistrableRPCService {
+        /// Handle the "SetFaults" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Dtc_V1_SetFaultsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Dtc_V1_FaultsResponse` messages.
+        func setFaults(
+            request: GRPCCore.StreamingServerRequest<Dtc_V1_SetFaultsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Dtc_V1_FaultsResponse>
+
+        /// Handle the "GetFaults" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Dtc_V1_GetFaultsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Dtc_V1_FaultsResponse` messages.
+        func getFaults(
+            request: GRPCCore.StreamingServerRequest<Dtc_V1_GetFaultsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Dtc_V1_FaultsResponse>
+    }
+
+    /// Service protocol for the "dtc.v1.Admin" service.
+    ///
+    /// This protocol is higher level than ``StreamingServiceProtocol`` but lower level than
+    /// the ``SimpleServiceProtocol``, it provides access to request and response metadata and
+    /// trailing response metadata. If you don't need these then consider using
+    /// the ``SimpleServiceProtocol``. If you need fine grained control over your RPCs then
+    /// use ``StreamingServiceProtocol``.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Served by every dtc-node and dtc-rm; answers FAILED_PRECONDITION unless the process was
+    /// > started with --allow-fault-injection.
+    public protocol ServiceProtocol: Dtc_V1_Admin.StreamingServiceProtocol {
+        /// Handle the "SetFaults" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Dtc_V1_SetFaultsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Dtc_V1_FaultsResponse` message.
+        func setFaults(
+            request: GRPCCore.ServerRequest<Dtc_V1_SetFaultsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Dtc_V1_FaultsResponse>
+
+        /// Handle the "GetFaults" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Dtc_V1_GetFaultsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Dtc_V1_FaultsResponse` message.
+        func getFaults(
+            request: GRPCCore.ServerRequest<Dtc_V1_GetFaultsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Dtc_V1_FaultsResponse>
+    }
+
+    /// Simple service protocol for the "dtc.v1.Admin" service.
+    ///
+    /// This is the highest level protocol for the service. The API is the easiest to use but
+    /// doesn't provide access to request or response metadata. If you need access to these
+    /// then use ``ServiceProtocol`` instead.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Served by every dtc-node and dtc-rm; answers FAILED_PRECONDITION unless the process was
+    /// > started with --allow-fault-injection.
+    public protocol SimpleServiceProtocol: Dtc_V1_Admin.ServiceProtocol {
+        /// Handle the "SetFaults" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Dtc_V1_SetFaultsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Dtc_V1_FaultsResponse` to respond with.
+        func setFaults(
+            request: Dtc_V1_SetFaultsRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Dtc_V1_FaultsResponse
+
+        /// Handle the "GetFaults" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Dtc_V1_GetFaultsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Dtc_V1_FaultsResponse` to respond with.
+        func getFaults(
+            request: Dtc_V1_GetFaultsRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Dtc_V1_FaultsResponse
+    }
+}
+
+// Default implementation of 'registerMethods(with:)'.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Dtc_V1_Admin.StreamingServiceProtocol {
+    public func registerMethods<Transport>(with router: inout GRPCCore.RPCRouter<Transport>) where Transport: GRPCCore.ServerTransport {
+        router.registerHandler(
+            forMethod: Dtc_V1_Admin.Method.SetFaults.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Dtc_V1_SetFaultsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Dtc_V1_FaultsResponse>(),
+            handler: { request, context in
+                try await self.setFaults(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Dtc_V1_Admin.Method.GetFaults.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Dtc_V1_GetFaultsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Dtc_V1_FaultsResponse>(),
+            handler: { request, context in
+                try await self.getFaults(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+    }
+}
+
+// Default implementation of streaming methods from 'StreamingServiceProtocol'.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Dtc_V1_Admin.ServiceProtocol {
+    public func setFaults(
+        request: GRPCCore.StreamingServerRequest<Dtc_V1_SetFaultsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Dtc_V1_FaultsResponse> {
+        let response = try await self.setFaults(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func getFaults(
+        request: GRPCCore.StreamingServerRequest<Dtc_V1_GetFaultsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Dtc_V1_FaultsResponse> {
+        let response = try await self.getFaults(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+}
+
+// Default implementation of methods from 'ServiceProtocol'.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Dtc_V1_Admin.SimpleServiceProtocol {
+    public func setFaults(
+        request: GRPCCore.ServerRequest<Dtc_V1_SetFaultsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Dtc_V1_FaultsResponse> {
+        return GRPCCore.ServerResponse<Dtc_V1_FaultsResponse>(
+            message: try await self.setFaults(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func getFaults(
+        request: GRPCCore.ServerRequest<Dtc_V1_GetFaultsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Dtc_V1_FaultsResponse> {
+        return GRPCCore.ServerResponse<Dtc_V1_FaultsResponse>(
+            message: try await self.getFaults(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+}
+
+// MARK: dtc.v1.Admin (client)
+
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Dtc_V1_Admin {
+    /// Generated client protocol for the "dtc.v1.Admin" service.
+    ///
+    /// You don't need to implement this protocol directly, use the generated
+    /// implementation, ``Client``.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Served by every dtc-node and dtc-rm; answers FAILED_PRECONDITION unless the process was
+    /// > started with --allow-fault-injection.
+    public protocol ClientProtocol: Sendable {
+        /// Call the "SetFaults" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Dtc_V1_SetFaultsRequest` message.
+        ///   - serializer: A serializer for `Dtc_V1_SetFaultsRequest` messages.
+        ///   - deserializer: A deserializer for `Dtc_V1_FaultsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func setFaults<Result>(
+            request: GRPCCore.ClientRequest<Dtc_V1_SetFaultsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Dtc_V1_SetFaultsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Dtc_V1_FaultsResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Dtc_V1_FaultsResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "GetFaults" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Dtc_V1_GetFaultsRequest` message.
+        ///   - serializer: A serializer for `Dtc_V1_GetFaultsRequest` messages.
+        ///   - deserializer: A deserializer for `Dtc_V1_FaultsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getFaults<Result>(
+            request: GRPCCore.ClientRequest<Dtc_V1_GetFaultsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Dtc_V1_GetFaultsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Dtc_V1_FaultsResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Dtc_V1_FaultsResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+    }
+
+    /// Generated client for the "dtc.v1.Admin" service.
+    ///
+    /// The ``Client`` provides an implementation of ``ClientProtocol`` which wraps
+    /// a `GRPCCore.GRPCCClient`. The underlying `GRPCClient` provides the long-lived
+    /// means of communication with the remote peer.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Served by every dtc-node and dtc-rm; answers FAILED_PRECONDITION unless the process was
+    /// > started with --allow-fault-injection.
+    public struct Client<Transport>: ClientProtocol where Transport: GRPCCore.ClientTransport {
+        private let client: GRPCCore.GRPCClient<Transport>
+
+        /// Creates a new client wrapping the provided `GRPCCore.GRPCClient`.
+        ///
+        /// - Parameters:
+        ///   - client: A `GRPCCore.GRPCClient` providing a communication channel to the service.
+        public init(wrapping client: GRPCCore.GRPCClient<Transport>) {
+            self.client = client
+        }
+
+        /// Call the "SetFaults" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Dtc_V1_SetFaultsRequest` message.
+        ///   - serializer: A serializer for `Dtc_V1_SetFaultsRequest` messages.
+        ///   - deserializer: A deserializer for `Dtc_V1_FaultsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func setFaults<Result>(
+            request: GRPCCore.ClientRequest<Dtc_V1_SetFaultsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Dtc_V1_SetFaultsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Dtc_V1_FaultsResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Dtc_V1_FaultsResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Dtc_V1_Admin.Method.SetFaults.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "GetFaults" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Dtc_V1_GetFaultsRequest` message.
+        ///   - serializer: A serializer for `Dtc_V1_GetFaultsRequest` messages.
+        ///   - deserializer: A deserializer for `Dtc_V1_FaultsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getFaults<Result>(
+            request: GRPCCore.ClientRequest<Dtc_V1_GetFaultsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Dtc_V1_GetFaultsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Dtc_V1_FaultsResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Dtc_V1_FaultsResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Dtc_V1_Admin.Method.GetFaults.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+    }
+}
+
+// Helpers providing default arguments to 'ClientProtocol' methods.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Dtc_V1_Admin.ClientProtocol {
+    /// Call the "SetFaults" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Dtc_V1_SetFaultsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func setFaults<Result>(
+        request: GRPCCore.ClientRequest<Dtc_V1_SetFaultsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Dtc_V1_FaultsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.setFaults(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Dtc_V1_SetFaultsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Dtc_V1_FaultsResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetFaults" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Dtc_V1_GetFaultsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getFaults<Result>(
+        request: GRPCCore.ClientRequest<Dtc_V1_GetFaultsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Dtc_V1_FaultsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.getFaults(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Dtc_V1_GetFaultsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Dtc_V1_FaultsResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+}
+
+// Helpers providing sugared APIs for 'ClientProtocol' methods.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Dtc_V1_Admin.ClientProtocol {
+    /// Call the "SetFaults" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func setFaults<Result>(
+        _ message: Dtc_V1_SetFaultsRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Dtc_V1_FaultsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Dtc_V1_SetFaultsRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.setFaults(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetFaults" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getFaults<Result>(
+        _ message: Dtc_V1_GetFaultsRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Dtc_V1_FaultsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Dtc_V1_GetFaultsRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getFaults(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+}

@@ -125,6 +125,48 @@ public nonisolated enum Dtc_V1_BranchState: SwiftProtobuf.Enum, Swift.CaseIterab
 
 }
 
+public nonisolated enum Dtc_V1_CutDirection: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case both // = 0
+
+  /// Messages from the named processes are lost.
+  case `in` // = 1
+
+  /// Messages to the named processes are lost.
+  case out // = 2
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .both
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .both
+    case 1: self = .in
+    case 2: self = .out
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .both: return 0
+    case .in: return 1
+    case .out: return 2
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Dtc_V1_CutDirection] = [
+    .both,
+    .in,
+    .out,
+  ]
+
+}
+
 public nonisolated struct Dtc_V1_Reserve: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -923,6 +965,161 @@ public nonisolated struct Dtc_V1_HeartbeatResponse: Sendable {
   public init() {}
 }
 
+/// Faults on every message the process sends and receives on its gRPC links with other
+/// dtc processes (never on calls from the CLI).
+public nonisolated struct Dtc_V1_LinkFaults: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Fraction of messages lost, in [0, 1].
+  public var drop: Double = 0
+
+  /// Every message waits delay_ms plus a uniform draw from [0, jitter_ms].
+  public var delayMs: UInt64 = 0
+
+  public var jitterMs: UInt64 = 0
+
+  /// Fraction of messages delivered twice, in [0, 1].
+  public var duplicate: Double = 0
+
+  /// The generator's seed; absent in a request: derived from the process name.
+  public var seed: UInt64 {
+    get {_seed ?? 0}
+    set {_seed = newValue}
+  }
+  /// Returns true if `seed` has been explicitly set.
+  public var hasSeed: Bool {self._seed != nil}
+  /// Clears the value of `seed`. Subsequent reads from it will return its default value.
+  public mutating func clearSeed() {self._seed = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _seed: UInt64? = nil
+}
+
+/// The processes this one is cut off from.
+public nonisolated struct Dtc_V1_CutOff: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var from: [String] = []
+
+  public var direction: Dtc_V1_CutDirection = .both
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Each part present replaces that part of the process's faults; an absent part stays as it
+/// is. Both present and empty clear every fault.
+public nonisolated struct Dtc_V1_SetFaultsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var link: Dtc_V1_LinkFaults {
+    get {_link ?? Dtc_V1_LinkFaults()}
+    set {_link = newValue}
+  }
+  /// Returns true if `link` has been explicitly set.
+  public var hasLink: Bool {self._link != nil}
+  /// Clears the value of `link`. Subsequent reads from it will return its default value.
+  public mutating func clearLink() {self._link = nil}
+
+  public var cutOff: Dtc_V1_CutOff {
+    get {_cutOff ?? Dtc_V1_CutOff()}
+    set {_cutOff = newValue}
+  }
+  /// Returns true if `cutOff` has been explicitly set.
+  public var hasCutOff: Bool {self._cutOff != nil}
+  /// Clears the value of `cutOff`. Subsequent reads from it will return its default value.
+  public mutating func clearCutOff() {self._cutOff = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _link: Dtc_V1_LinkFaults? = nil
+  fileprivate var _cutOff: Dtc_V1_CutOff? = nil
+}
+
+public nonisolated struct Dtc_V1_GetFaultsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// What was injected since the process started.
+public nonisolated struct Dtc_V1_FaultCounters: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var dropped: UInt64 = 0
+
+  public var delayed: UInt64 = 0
+
+  public var duplicated: UInt64 = 0
+
+  public var cut: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Dtc_V1_FaultsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var process: String = String()
+
+  public var link: Dtc_V1_LinkFaults {
+    get {_link ?? Dtc_V1_LinkFaults()}
+    set {_link = newValue}
+  }
+  /// Returns true if `link` has been explicitly set.
+  public var hasLink: Bool {self._link != nil}
+  /// Clears the value of `link`. Subsequent reads from it will return its default value.
+  public mutating func clearLink() {self._link = nil}
+
+  public var cutOff: Dtc_V1_CutOff {
+    get {_cutOff ?? Dtc_V1_CutOff()}
+    set {_cutOff = newValue}
+  }
+  /// Returns true if `cutOff` has been explicitly set.
+  public var hasCutOff: Bool {self._cutOff != nil}
+  /// Clears the value of `cutOff`. Subsequent reads from it will return its default value.
+  public mutating func clearCutOff() {self._cutOff = nil}
+
+  public var counters: Dtc_V1_FaultCounters {
+    get {_counters ?? Dtc_V1_FaultCounters()}
+    set {_counters = newValue}
+  }
+  /// Returns true if `counters` has been explicitly set.
+  public var hasCounters: Bool {self._counters != nil}
+  /// Clears the value of `counters`. Subsequent reads from it will return its default value.
+  public mutating func clearCounters() {self._counters = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _link: Dtc_V1_LinkFaults? = nil
+  fileprivate var _cutOff: Dtc_V1_CutOff? = nil
+  fileprivate var _counters: Dtc_V1_FaultCounters? = nil
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "dtc.v1"
@@ -933,6 +1130,10 @@ nonisolated extension Dtc_V1_TxnState: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension Dtc_V1_BranchState: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0BRANCH_STATE_UNSPECIFIED\0\u{1}BRANCH_STATE_PREPARING\0\u{1}BRANCH_STATE_VOTED_YES\0\u{1}BRANCH_STATE_VOTED_NO\0\u{1}BRANCH_STATE_COMMITTED\0\u{1}BRANCH_STATE_ROLLED_BACK\0\u{1}BRANCH_STATE_DECIDING\0")
+}
+
+nonisolated extension Dtc_V1_CutDirection: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CUT_DIRECTION_BOTH\0\u{1}CUT_DIRECTION_IN\0\u{1}CUT_DIRECTION_OUT\0")
 }
 
 nonisolated extension Dtc_V1_Reserve: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -2705,6 +2906,247 @@ nonisolated extension Dtc_V1_HeartbeatResponse: SwiftProtobuf.Message, SwiftProt
     if lhs.leads != rhs.leads {return false}
     if lhs.promised != rhs.promised {return false}
     if lhs.ready != rhs.ready {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Dtc_V1_LinkFaults: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".LinkFaults"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}drop\0\u{3}delay_ms\0\u{3}jitter_ms\0\u{1}duplicate\0\u{1}seed\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularDoubleField(value: &self.drop) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.delayMs) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.jitterMs) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self.duplicate) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self._seed) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.drop.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.drop, fieldNumber: 1)
+    }
+    if self.delayMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.delayMs, fieldNumber: 2)
+    }
+    if self.jitterMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.jitterMs, fieldNumber: 3)
+    }
+    if self.duplicate.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.duplicate, fieldNumber: 4)
+    }
+    try { if let v = self._seed {
+      try visitor.visitSingularUInt64Field(value: v, fieldNumber: 5)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Dtc_V1_LinkFaults, rhs: Dtc_V1_LinkFaults) -> Bool {
+    if lhs.drop != rhs.drop {return false}
+    if lhs.delayMs != rhs.delayMs {return false}
+    if lhs.jitterMs != rhs.jitterMs {return false}
+    if lhs.duplicate != rhs.duplicate {return false}
+    if lhs._seed != rhs._seed {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Dtc_V1_CutOff: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CutOff"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}from\0\u{1}direction\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedStringField(value: &self.from) }()
+      case 2: try { try decoder.decodeSingularEnumField(value: &self.direction) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.from.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.from, fieldNumber: 1)
+    }
+    if self.direction != .both {
+      try visitor.visitSingularEnumField(value: self.direction, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Dtc_V1_CutOff, rhs: Dtc_V1_CutOff) -> Bool {
+    if lhs.from != rhs.from {return false}
+    if lhs.direction != rhs.direction {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Dtc_V1_SetFaultsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SetFaultsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}link\0\u{3}cut_off\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._link) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._cutOff) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._link {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try { if let v = self._cutOff {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Dtc_V1_SetFaultsRequest, rhs: Dtc_V1_SetFaultsRequest) -> Bool {
+    if lhs._link != rhs._link {return false}
+    if lhs._cutOff != rhs._cutOff {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Dtc_V1_GetFaultsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetFaultsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Dtc_V1_GetFaultsRequest, rhs: Dtc_V1_GetFaultsRequest) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Dtc_V1_FaultCounters: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".FaultCounters"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}dropped\0\u{1}delayed\0\u{1}duplicated\0\u{1}cut\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.dropped) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.delayed) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.duplicated) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.cut) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.dropped != 0 {
+      try visitor.visitSingularUInt64Field(value: self.dropped, fieldNumber: 1)
+    }
+    if self.delayed != 0 {
+      try visitor.visitSingularUInt64Field(value: self.delayed, fieldNumber: 2)
+    }
+    if self.duplicated != 0 {
+      try visitor.visitSingularUInt64Field(value: self.duplicated, fieldNumber: 3)
+    }
+    if self.cut != 0 {
+      try visitor.visitSingularUInt64Field(value: self.cut, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Dtc_V1_FaultCounters, rhs: Dtc_V1_FaultCounters) -> Bool {
+    if lhs.dropped != rhs.dropped {return false}
+    if lhs.delayed != rhs.delayed {return false}
+    if lhs.duplicated != rhs.duplicated {return false}
+    if lhs.cut != rhs.cut {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Dtc_V1_FaultsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".FaultsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}process\0\u{1}link\0\u{3}cut_off\0\u{1}counters\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.process) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._link) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._cutOff) }()
+      case 4: try { try decoder.decodeSingularMessageField(value: &self._counters) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.process.isEmpty {
+      try visitor.visitSingularStringField(value: self.process, fieldNumber: 1)
+    }
+    try { if let v = self._link {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    try { if let v = self._cutOff {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    try { if let v = self._counters {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Dtc_V1_FaultsResponse, rhs: Dtc_V1_FaultsResponse) -> Bool {
+    if lhs.process != rhs.process {return false}
+    if lhs._link != rhs._link {return false}
+    if lhs._cutOff != rhs._cutOff {return false}
+    if lhs._counters != rhs._counters {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

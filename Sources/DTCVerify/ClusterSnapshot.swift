@@ -1,0 +1,51 @@
+import DTCCore
+
+/// Everything a checker reads from the RMs once the cluster is quiet: the business state of
+/// each service and each RM's ledger and prepared txns.
+public struct ClusterSnapshot: Sendable {
+    public struct Order: Hashable, Sendable {
+        public var user: String
+        public var sku: String
+        public var qty: Int64
+        public var amount: Int64
+
+        public init(user: String, sku: String, qty: Int64, amount: Int64) {
+            self.user = user
+            self.sku = sku
+            self.qty = qty
+            self.amount = amount
+        }
+    }
+
+    public var stock: [String: Int64] = [:]
+    public var reservations: [String: (sku: String, qty: Int64)] = [:]
+    public var orders: [String: Order] = [:]
+    public var balances: [String: Int64] = [:]
+    public var debits: [String: (user: String, amount: Int64)] = [:]
+    /// Per RM: txnID → how the txn ended there.
+    public var ledgers: [String: [String: LedgerEntry]] = [:]
+    /// Per RM: prepared txnIDs.
+    public var prepared: [String: [String]] = [:]
+
+    public init() {}
+
+    /// Whether any RM has a record of `txn` having any effect in the business state.
+    func hasEffects(_ txn: String) -> Bool {
+        orders[txn] != nil || reservations[txn] != nil || debits[txn] != nil
+    }
+}
+
+/// How the RMs were seeded: what stock and money must add up to.
+public struct InitialState: Sendable {
+    public var skus: Int
+    public var unitsPerSku: Int64
+    public var users: Int
+    public var centsPerUser: Int64
+
+    public init(skus: Int, unitsPerSku: Int64, users: Int, centsPerUser: Int64) {
+        self.skus = skus
+        self.unitsPerSku = unitsPerSku
+        self.users = users
+        self.centsPerUser = centsPerUser
+    }
+}

@@ -1,0 +1,209 @@
+import DTCCore
+import Testing
+
+@testable import DTCVerify
+
+/// The checker on hand-made histories and RM snapshots: a clean run reports nothing, and each
+/// kind of violation, planted alone, is reported as that kind.
+@Suite struct CheckerTests {
+    @Test func aCleanRunHasNoViolations() {
+        let report = Scenario.clean().verify()
+        #expect(report.violations == 0, "\(report.lines)")
+        #expect(report.findings.count == ViolationKind.allCases.count, "every invariant is checked and printed")
+    }
+
+    @Test func aTxnCommittedAtOneRMAndAbortedAtAnotherIsAnAtomicityViolation() {
+        var run = Scenario.clean()
+        run.snapshot.ledgers["accounts"]!["t1"] = LedgerEntry(outcome: .abort, epoch: e1, seenEpoch: e1)
+        run.snapshot.balances["user-0"]! += 300
+        run.snapshot.debits["t1"] = nil
+        let report = run.verify()
+        #expect(report.violatedKinds.contains(.atomicity))
+        #expect(report.findings.first { $0.kind == .atomicity }!.problems == ["t1: accounts=abort inventory=commit orders=commit"])
+    }
+
+    @Test func aTxnToldCommittedThatNoRMAppliedIsReported() {
+        var run = Scenario.clean()
+        run.history += [HistoryEvent.invoke("t5", attempt: 1, at: 100, order).jsonLine, HistoryEvent(kind: .ok, txn: "t5", attempt: 1, time: 101).jsonLine]
+        #expect(run.verify().violatedKinds == [.toldCommittedNotApplied])
+    }
+
+    @Test func aTxnToldCommittedWhoseAppliedOrderDiffersIsReported() {
+        var run = Scenario.clean()
+        run.history[0] = HistoryEvent.invoke("t1", attempt: 1, at: 100, HistoryEvent.Order(user: "user-0", sku: "sku-0", qty: 2, amount: 999)).jsonLine
+        #expect(run.verify().violatedKinds == [.toldCommittedNotApplied])
+    }
+
+    @Test func aTxnToldAbortedThatWasAppliedIsReported() {
+        var run = Scenario.clean()
+        run.history[5] = HistoryEvent(kind: .fail, txn: "t1", attempt: 2, time: 101.5, reason: "inventory voted NO").jsonLine
+        #expect(run.verify().violatedKinds == [.toldAbortedButApplied])
+    }
+
+    @Test func twoAttemptsToldDifferentOutcomesAreReported() {
+        var run = Scenario.clean()
+        run.history += [
+            HistoryEvent.invoke("t2", attempt: 2, at: 120, order).jsonLine,
+            HistoryEvent(kind: .ok, txn: "t2", attempt: 2, time: 121).jsonLine,
+        ]
+        #expect(run.verify().violatedKinds == [.toldContradiction, .toldCommittedNotApplied])
+    }
+
+    @Test func aDecisionAppliedTwiceIsReported() {
+        var run = Scenario.clean()
+        run.snapshot.ledgers["inventory"]!["t1"]!.applications = 2
+        #expect(run.verify().violatedKinds == [.appliedTwice])
+    }
+
+    @Test func anEffectAppliedTwiceBreaksConservation() {
+        var run = Scenario.clean()
+        run.snapshot.balances["user-0"]! -= 300
+        #expect(run.verify().violatedKinds == [.moneyNotConserved])
+    }
+
+    @Test func anRMLeftPreparedIsReported() {
+        var run = Scenario.clean()
+        run.snapshot.prepared["orders"] = ["t3"]
+        #expect(run.verify().violatedKinds == [.leftPrepared])
+        var notQuiet = Scenario.clean()
+        notQuiet.quiet = false
+        #expect(notQuiet.verify().violatedKinds == [.leftPrepared])
+    }
+
+    @Test func stockThatIsNotConservedIsReported() {
+        var run = Scenario.clean()
+        run.snapshot.stock["sku-1"]! -= 1
+        let report = run.verify()
+        #expect(report.violatedKinds == [.stockNotConserved])
+        #expect(report.findings.first { $0.kind == .stockNotConserved }!.problems == ["sku-1: stock 8 + reserved 1 != 10"])
+    }
+
+    @Test func moneyThatIsNotConservedIsReported() {
+        var run = Scenario.clean()
+        run.snapshot.balances["user-1"]! += 5
+        #expect(run.verify().violatedKinds == [.moneyNotConserved])
+    }
+
+    @Test func anOrderWithoutItsReservationOrDebitIsReported() {
+        var run = Scenario.clean()
+        run.snapshot.reservations["t1"] = nil
+        run.snapshot.stock["sku-0"]! += 2
+        #expect(run.verify().violatedKinds == [.orderIncomplete])
+        var debitless = Scenario.clean()
+        debitless.snapshot.orders["t1"]!.amount = 299
+        debitless.snapshot.debits["t1"]!.amount = 299
+        debitless.snapshot.balances["user-0"]! += 1
+        debitless.history[0] = HistoryEvent.invoke("t1", attempt: 1, at: 100, HistoryEvent.Order(user: "user-0", sku: "sku-0", qty: 2, amount: 299)).jsonLine
+        #expect(debitless.verify().violations == 0, "a consistent variation is clean: \(debitless.verify().lines)")
+        debitless.snapshot.debits["t1"] = nil
+        debitless.snapshot.balances["user-0"]! += 299
+        #expect(debitless.verify().violatedKinds == [.orderIncomplete, .moneyNotConserved])
+    }
+
+    @Test func aDecisionAppliedFromAStaleEpochIsReported() {
+        var run = Scenario.clean()
+        run.snapshot.ledgers["orders"]!["t2"] = LedgerEntry(outcome: .abort, epoch: e1, seenEpoch: Epoch(counter: 2, node: 3))
+        let report = run.verify()
+        #expect(report.violatedKinds == [.staleEpoch])
+        #expect(report.findings.first { $0.kind == .staleEpoch }!.problems == ["orders: t2 abort at epoch 1.1 after it had seen epoch 2.3"])
+    }
+
+    @Test func malformedHistoryLinesAreReportedEachWithItsLineNumber() {
+        var run = Scenario.clean()
+        run.history += [
+            "not json",
+            #"{"type":"ok","txn":"t9","attempt":1,"time":105.5,"outcome":"committed"}"#,
+            #"{"type":"invoke","txn":"t9","attempt":1,"time":106}"#,
+            #"{"type":"fail","txn":"t2","attempt":1,"time":102,"outcome":"committed"}"#,
+            #"{"type":"invoke","txn":"t9","att"#,
+        ]
+        let report = run.verify()
+        #expect(report.violatedKinds == [.malformedHistory])
+        let problems = report.findings.first { $0.kind == .malformedHistory }!.problems
+        #expect(problems.count == 5, "\(problems)")
+        #expect(problems.contains { $0.hasPrefix("line 9: not a JSON object") })
+        #expect(problems.contains { $0.hasPrefix("line 11: an invoke without its order") })
+        #expect(problems.contains { $0.hasPrefix("line 13: not a JSON object") })
+        #expect(problems.contains { $0 == "t9 attempt 1: ok without an invoke before it" })
+        #expect(problems.contains { $0.hasPrefix("line 12: \"fail\" needs \"outcome\":\"aborted\"") })
+    }
+
+    @Test func aTxnAtTheRMsThatNoClientInvokedIsReported() {
+        var run = Scenario.clean()
+        for rm in ["inventory", "orders", "accounts"] { run.snapshot.ledgers[rm]!["ghost"] = LedgerEntry(outcome: .abort, epoch: e1, seenEpoch: e1) }
+        #expect(run.verify().violatedKinds == [.notInvoked])
+        let partial = Checker.verify(history: History(parsing: run.history.joined(separator: "\n")), complete: false, snapshot: run.snapshot,
+                                     initial: run.initial, quiet: true, checkedAt: 202)
+        #expect(partial.violations == 0, "a partial history (dtc check --history) does not claim every txn")
+    }
+
+    @Test func statisticsCountOutcomesAndTheLongestTimeInDoubt() throws {
+        let stats = try #require(Scenario.clean().verify().stats)
+        #expect(stats.txns == 3 && stats.attempts == 4 && stats.retriedTxns == 1)
+        #expect(stats.completions == [.ok: 1, .fail: 1, .unknown: 2] && stats.open == 0)
+        #expect(stats.toldCommitted == 1 && stats.toldAborted == 1)
+        #expect(stats.neverToldCommitted == 1 && stats.neverToldAborted == 0)
+        #expect(stats.maxInDoubtToldSeconds == 1.5 && stats.maxInDoubtToldTxn == "t1")
+        #expect(stats.maxInDoubtNeverToldSeconds == 100 && stats.maxInDoubtNeverToldTxn == "t3")
+    }
+}
+
+@Suite struct HistoryTests {
+    @Test func anEventRoundTripsThroughItsLine() {
+        let events = [
+            HistoryEvent.invoke("o-\"1\"", attempt: 2, at: 1_700_000_000.25, HistoryEvent.Order(user: "u\\1", sku: "s\n", qty: 3, amount: 4)),
+            HistoryEvent(kind: .fail, txn: "o", attempt: 1, time: 1.5, reason: "inventory voted NO: insufficient stock for \"x\"\t"),
+            HistoryEvent(kind: .unknown, txn: "o", attempt: 3, time: 2, reason: "outcome unknown: \u{1}"),
+            HistoryEvent(kind: .ok, txn: "o", attempt: 4, time: 3),
+        ]
+        let history = History(parsing: events.map(\.jsonLine).joined(separator: "\n") + "\n")
+        #expect(history.malformed.isEmpty)
+        #expect(history.events == events)
+    }
+}
+
+let e1 = Epoch(counter: 1, node: 1)
+let order = HistoryEvent.Order(user: "user-0", sku: "sku-0", qty: 2, amount: 300)
+
+/// Two SKUs of 10 units, two users with 1,000 cents. t1 committed (attempt 1 unknown, attempt
+/// 2 ok: 1.5 s in doubt), t2 aborted, t3 committed but its client never learned it.
+struct Scenario {
+    var snapshot = ClusterSnapshot()
+    var history: [String] = []
+    var quiet = true
+    let initial = InitialState(skus: 2, unitsPerSku: 10, users: 2, centsPerUser: 1_000)
+
+    static func clean() -> Scenario {
+        var run = Scenario()
+        run.snapshot.stock = ["sku-0": 10, "sku-1": 10]
+        run.snapshot.balances = ["user-0": 1_000, "user-1": 1_000]
+        for rm in ["inventory", "orders", "accounts"] { run.snapshot.ledgers[rm] = [:] }
+        run.commit("t1", order)
+        run.commit("t3", HistoryEvent.Order(user: "user-1", sku: "sku-1", qty: 1, amount: 50))
+        for rm in ["inventory", "orders"] { run.snapshot.ledgers[rm]!["t2"] = LedgerEntry(outcome: .abort, epoch: e1, seenEpoch: e1) }
+        run.history = [
+            HistoryEvent.invoke("t1", attempt: 1, at: 100, order).jsonLine,
+            #"{"type":"unknown","txn":"t1","attempt":1,"time":100.5,"outcome":"unknown","reason":"n1 down"}"#,
+            #"{"type":"invoke","txn":"t2","attempt":1,"time":100.25,"user":"user-1","sku":"sku-1","qty":20,"amount":10}"#,
+            #"{"type":"fail","txn":"t2","attempt":1,"time":100.75,"outcome":"aborted","reason":"inventory voted NO: insufficient stock"}"#,
+            HistoryEvent.invoke("t1", attempt: 2, at: 101, order).jsonLine,
+            #"{"type":"ok","txn":"t1","attempt":2,"time":101.5,"outcome":"committed"}"#,
+            HistoryEvent.invoke("t3", attempt: 1, at: 102, HistoryEvent.Order(user: "user-1", sku: "sku-1", qty: 1, amount: 50)).jsonLine,
+            #"{"type":"unknown","txn":"t3","attempt":1,"time":103,"outcome":"unknown","reason":"timeout"}"#,
+        ]
+        return run
+    }
+
+    mutating func commit(_ txn: String, _ order: HistoryEvent.Order) {
+        snapshot.stock[order.sku]! -= order.qty
+        snapshot.reservations[txn] = (order.sku, order.qty)
+        snapshot.orders[txn] = ClusterSnapshot.Order(user: order.user, sku: order.sku, qty: order.qty, amount: order.amount)
+        snapshot.balances[order.user]! -= order.amount
+        snapshot.debits[txn] = (order.user, order.amount)
+        for rm in ["inventory", "orders", "accounts"] { snapshot.ledgers[rm]![txn] = LedgerEntry(outcome: .commit, epoch: e1, seenEpoch: e1) }
+    }
+
+    func verify() -> VerificationReport {
+        Checker.verify(history: History(parsing: history.joined(separator: "\n")), snapshot: snapshot, initial: initial, quiet: quiet, checkedAt: 202)
+    }
+}
