@@ -2,17 +2,18 @@
 # Failover tests with real processes: a 3-node cluster with replication factor 3, load
 # running, and then: a leader killed with kill -9; the leader dying at each named crash point;
 # a leader paused past the suspicion timeout and resumed; 2 of 3 nodes down; a node restarted
-# with an empty data directory. After each, `dtc check` verifies the invariants and that what
-# every client was told holds.
+# with an empty data directory; a member that keeps missing ENDs while the others trim, then
+# stands in a takeover. After each, `dtc check` verifies the invariants and that what every
+# client was told holds.
 #
-#   scripts/failover-test.sh [SCENARIO...]   (kill-leader crash-points pause-leader two-down empty-restart)
+#   scripts/failover-test.sh [SCENARIO...]   (kill-leader crash-points pause-leader two-down empty-restart stale-member)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 export DTC_BUILD="${DTC_BUILD:-debug}"
 WORK="$(mktemp -d /tmp/dtc-failover-test.XXXXXX)"
 SCENARIOS=("$@")
-[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(kill-leader crash-points pause-leader two-down empty-restart)
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(kill-leader crash-points pause-leader two-down empty-restart stale-member)
 CONFIG=""
 LOAD_PID=""
 
@@ -38,15 +39,17 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A fresh cluster config (own ports and data) for scenario $1.
+# A fresh cluster config (own ports and data) for scenario $1; $2 is the log retention in ms.
 new_cluster() {
   [ -n "$CONFIG" ] && cluster down >/dev/null 2>&1 || true
   mkdir -p "$WORK/$1"
   CONFIG="$WORK/$1/cluster.json"
-  python3 - "$ROOT/cluster.json" "$CONFIG" <<'PY'
+  python3 - "$ROOT/cluster.json" "$CONFIG" "${2:-}" <<'PY'
 import json, sys
 c = json.load(open(sys.argv[1]))
 c["replicationFactor"] = 3
+if sys.argv[3]:
+    c["timing"]["logRetentionMs"] = int(sys.argv[3])
 for i, p in enumerate(c["nodes"] + c["rms"]):
     p["port"] = 28100 + i
     p["dataDir"] = "run/data/" + p["name"]
@@ -212,6 +215,33 @@ scenario_empty_restart() {
   check
 }
 
+# A member (n3) is killed and restarted while txns run, so it holds STARTs whose decision and
+# END it missed. The others must not trim those txns before n3 holds their ENDs too: else n3's
+# START-only rows would outlive them, and a takeover with n3 would abort txns that committed.
+scenario_stale_member() {
+  new_cluster stale-member 1500
+  cluster up >/dev/null
+  wait_until all_led
+  start_load 3000 32
+  for _ in 1 2; do
+    wait_until busy n1
+    cluster kill n3 >/dev/null
+    wait_until is_dead n3
+    cluster restart n3 >/dev/null
+    wait_until is_ready n3
+  done
+  finish_load 3000
+  # Every row leaves every log once all three hold its END and the retention has passed.
+  trimmed_everywhere() { for n in n1 n2 n3; do [ "$(field "$n" 10)" = 0 ] || return 1; done; }
+  WAIT=30 wait_until trimmed_everywhere
+  say "all rows trimmed on every member ($(field n3 11) at n3) once n3 held every END"
+  cluster kill n1 >/dev/null
+  WAIT=20 wait_until all_led
+  start_load 300
+  finish_load 300
+  check
+}
+
 for scenario in "${SCENARIOS[@]}"; do
   case "$scenario" in
     kill-leader) scenario_kill_leader ;;
@@ -219,6 +249,7 @@ for scenario in "${SCENARIOS[@]}"; do
     pause-leader) scenario_pause_leader ;;
     two-down) scenario_two_down ;;
     empty-restart) scenario_empty_restart ;;
+    stale-member) scenario_stale_member ;;
     *) die "unknown scenario $scenario" ;;
   esac
 done

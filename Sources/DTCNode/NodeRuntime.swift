@@ -393,6 +393,7 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
                 $0.ticket = replica.issued
                 $0.records = (coordinator.activeRecords(partition: partition)
                     + coordinator.endedRecords(trims.ended(partition: partition), partition: partition)).map { Data($0.encoded()) }
+                $0.catchUp = true
             })
         }
         link.send(appends)
@@ -419,7 +420,8 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
                 if let promise { newPromises[partition] = promise }
             }
             membership.learn(partition, leader: leader, epoch: epoch)
-            let records = append.records.compactMap { try? LogRecord(decoding: [UInt8]($0)) }.map { PartitionRecord(partition: partition, record: $0) }
+            var records = append.records.compactMap { try? LogRecord(decoding: [UInt8]($0)) }.map { PartitionRecord(partition: partition, record: $0) }
+            if append.catchUp { records += staleRows(partition, listed: records) }
             trimmed += UInt64(records.filter(\.isTrim).count)
             entries += records
             accepted.append(.with { $0.partition = partition; $0.ticket = append.ticket; $0.accepted = true })
@@ -433,6 +435,16 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
             acks.append(contentsOf: durableAcks)
         }
         return refused.isEmpty ? .acceptedAll : .refusedSome
+    }
+
+    /// A catch-up lists every txn of the partition its leader knows and has not trimmed. A row
+    /// here that it does not list belongs to a txn the leader never heard of (so no decision
+    /// of it was made: presumed abort) or one trimmed since every member held its END: either
+    /// way the row goes, lest it outlive the others' and mislead a later takeover.
+    private func staleRows(_ partition: UInt32, listed: [PartitionRecord]) -> [PartitionRecord] {
+        let known = Set(listed.map(\.record.txnID))
+        let stale = ((try? store.rows(of: partition)) ?? []).filter { !known.contains($0.txnID) }
+        return stale.map { PartitionRecord(partition: partition, record: .trim(txnID: $0.txnID)) }
     }
 
     private func refusal(_ append: Dtc_V1_Append, promised: Epoch) -> Dtc_V1_AppendAck {

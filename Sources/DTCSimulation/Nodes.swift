@@ -427,6 +427,9 @@ extension Simulation {
                 if let promise { writes.append(.promise(append.partition, promise)) }
                 nodes[index].membership.learn(append.partition, leader: "n\(leader)", epoch: append.epoch)
                 writes += append.records.map { .record(PartitionRecord(partition: append.partition, record: $0)) }
+                if message.sequence == 0 {
+                    writes += staleRows(append, node: index).map { .record(PartitionRecord(partition: append.partition, record: .trim(txnID: $0))) }
+                }
                 accepted.append(AppendAck(session: message.session, partition: append.partition, ticket: append.ticket, kind: .accepted))
             }
         }
@@ -435,6 +438,14 @@ extension Simulation {
             send(.appendAcks(refused, from: index, to: leader))
         }
         if !accepted.isEmpty { write(writes, node: index, then: .acks(accepted, to: leader)) }
+    }
+
+    /// A catch-up lists every txn of the partition its leader knows and has not trimmed; the
+    /// rows it does not list go (as in dtc-node: a txn the leader never heard of was never
+    /// decided, and one it trimmed was ENDed on every member).
+    private func staleRows(_ catchUp: PartitionAppend, node index: Int) -> [TxnID] {
+        let listed = Set(catchUp.records.map(\.txnID))
+        return nodes[index].rows(of: catchUp.partition).map(\.txnID).filter { !listed.contains($0) }
     }
 
     func nodeReceivesAppendAcks(_ acks: [AppendAck], from follower: Int, node index: Int) {

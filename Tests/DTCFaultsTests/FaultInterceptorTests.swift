@@ -14,7 +14,7 @@ import Testing
         try n1.set(link: (0, 0, 0, 1, 1), cutOff: nil)
         let rm = FakeRM()
         try await run(client: n1, server: injector("rm"), rm) { client in
-            let status = try await client.status(Dtc_V1_RMStatusRequest(), options: timeout(.seconds(5)))
+            let status = try await client.status(Dtc_V1_RMStatusRequest(), options: timeout(.seconds(30)))
             #expect(status.service == "inventory")
         }
         #expect(rm.statusCalls.value == 2)
@@ -84,7 +84,7 @@ import Testing
         try server.set(link: (1, 0, 0, 1, 1), cutOff: (["n1", "n2"], .both))
         let rm = FakeRM()
         try await run(client: nil, server: server, rm) { client in
-            _ = try await client.status(Dtc_V1_RMStatusRequest(), options: timeout(.seconds(5)))
+            _ = try await client.status(Dtc_V1_RMStatusRequest(), options: timeout(.seconds(30)))
             let replies = try await exchange(client, messages: 2)
             #expect(replies == 2)
         }

@@ -48,7 +48,8 @@ struct LiveNode {
     /// Polls Status until the node leads its partitions (bounded): with its one peer down, it
     /// takes them over once the suspicion timeout has passed.
     private func waitUntilServing() async throws {
-        for _ in 0..<400 {
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline {
             if let status = try? await status(), !status.partitions.isEmpty { return }
             try await Task.sleep(for: .milliseconds(25))
         }

@@ -814,6 +814,10 @@ public nonisolated struct Dtc_V1_Append: Sendable {
 
   public var records: [Data] = []
 
+  /// Set on the appends a leader sends first on a new stream: the records of every txn of the
+  /// partition it knows and has not trimmed. The follower drops the rows it does not list.
+  public var catchUp: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2513,7 +2517,7 @@ nonisolated extension Dtc_V1_RMResponse: SwiftProtobuf.Message, SwiftProtobuf._M
 
 nonisolated extension Dtc_V1_Append: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Append"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}partition\0\u{3}epoch_counter\0\u{3}epoch_node\0\u{1}ticket\0\u{1}records\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}partition\0\u{3}epoch_counter\0\u{3}epoch_node\0\u{1}ticket\0\u{1}records\0\u{3}catch_up\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2526,6 +2530,7 @@ nonisolated extension Dtc_V1_Append: SwiftProtobuf.Message, SwiftProtobuf._Messa
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.epochNode) }()
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self.ticket) }()
       case 5: try { try decoder.decodeRepeatedBytesField(value: &self.records) }()
+      case 6: try { try decoder.decodeSingularBoolField(value: &self.catchUp) }()
       default: break
       }
     }
@@ -2547,6 +2552,9 @@ nonisolated extension Dtc_V1_Append: SwiftProtobuf.Message, SwiftProtobuf._Messa
     if !self.records.isEmpty {
       try visitor.visitRepeatedBytesField(value: self.records, fieldNumber: 5)
     }
+    if self.catchUp != false {
+      try visitor.visitSingularBoolField(value: self.catchUp, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2556,6 +2564,7 @@ nonisolated extension Dtc_V1_Append: SwiftProtobuf.Message, SwiftProtobuf._Messa
     if lhs.epochNode != rhs.epochNode {return false}
     if lhs.ticket != rhs.ticket {return false}
     if lhs.records != rhs.records {return false}
+    if lhs.catchUp != rhs.catchUp {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
