@@ -41,6 +41,8 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
     private var inDoubt: Set<TxnID> = []
     private var inDoubtSince: UInt64 = 0
     private var trims = TrimSchedule()
+    /// Per follower: when it last acknowledged anything (or its stream last opened).
+    private var lastAckAt: [String: UInt64] = [:]
     private var trimmed: UInt64 = 0
     private var takeovers: UInt64 = 0
 
@@ -218,6 +220,7 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
         apply(coordinator.tick(now: now))
         membership.tick(now: now)
         trimDue(now: now)
+        restartSilentStreams(now: now)
         guard membership.isReady else { return }
         let partitions = memberOf.filter { shouldTakeOver($0, now: now) }
         guard !partitions.isEmpty else { return }
@@ -359,6 +362,7 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
     // MARK: - Followers
 
     func appendsAcked(_ acks: [Dtc_V1_AppendAck], from peer: String) {
+        lastAckAt[peer] = clock.now()
         for ack in acks {
             if ack.accepted {
                 acknowledged(partition: ack.partition, ticket: ack.ticket, by: peer)
@@ -372,9 +376,28 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
         }
     }
 
+    /// A follower that is behind and has acknowledged nothing for a suspicion timeout gets a new
+    /// stream (and so a catch-up): an open stream that brings no acks back would otherwise
+    /// hold every decision of the partitions it shares with this node.
+    private func restartSilentStreams(now: UInt64) {
+        for (peer, link) in peerLinks.sorted(by: { $0.key < $1.key }) {
+            let isBehind = replication.values.contains { $0.members.contains(peer) && $0.isBehind(peer) }
+            guard isBehind else {
+                lastAckAt[peer] = now
+                continue
+            }
+            let silentFor = now - min(now, lastAckAt[peer] ?? now)
+            guard silentFor > UInt64(config.timing.suspicionTimeoutMs), membership.isAlive(peer) else { continue }
+            logger.warning("\(peer) is behind and acknowledged nothing for \(silentFor) ms: restarting the stream to it")
+            lastAckAt[peer] = now
+            link.restart()
+        }
+    }
+
     /// A (re)connected follower gets every in-flight txn of the partitions it shares with us
     /// again; its acks count from that catch-up on.
     func peerConnected(_ peer: String) {
+        lastAckAt[peer] = clock.now()
         peerLinks[peer]?.discardQueued()
         catchUp(peer, partitions: replication.keys.sorted())
     }

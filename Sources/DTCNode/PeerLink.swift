@@ -2,6 +2,7 @@ import DTCClient
 import DTCCore
 import DTCWire
 import GRPCCore
+import Synchronization
 
 /// What a follower's acknowledgements tell the leader.
 protocol PeerReplyHandler: Sendable {
@@ -19,6 +20,7 @@ final class PeerLink: Sendable {
     private let address: String
     private let connections: Connections
     private let outgoing = BatchQueue<Dtc_V1_Append>()
+    private let current = Mutex<Task<Void, Never>?>(nil)
 
     init(peer: String, address: String, connections: Connections) {
         self.peer = peer
@@ -39,12 +41,20 @@ final class PeerLink: Sendable {
         var backoff = Duration.milliseconds(20)
         while !Task.isCancelled {
             let opened = ContinuousClock.now
-            await exchange(replies)
+            let stream = Task { await self.exchange(replies) }
+            current.withLock { $0 = stream }
+            await withTaskCancellationHandler { await stream.value } onCancel: { stream.cancel() }
             // A stream that served for a while broke by chance: reconnect quickly again.
             if ContinuousClock.now - opened > .seconds(1) { backoff = .milliseconds(20) }
             try? await Task.sleep(for: backoff)
             backoff = min(backoff * 2, .milliseconds(500))
         }
+    }
+
+    /// Drops the current stream: the next one starts with a catch-up. For a stream that stays
+    /// open but brings no acks back (the runtime sees the follower fall behind and stay silent).
+    func restart() {
+        current.withLock { $0?.cancel() }
     }
 
     private func exchange(_ replies: any PeerReplyHandler) async {
