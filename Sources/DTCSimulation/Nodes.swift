@@ -100,8 +100,11 @@ extension Simulation {
     static let fenceTimeoutMs: UInt64 = 300
     static let catchUpAfterMs: UInt64 = 200
     /// How long a node keeps an ENDed txn's row (dtc-node: `logRetentionMs`): the window in
-    /// which a txnID is deduplicated, longer than any message stays in flight.
-    static let retentionMs: UInt64 = 1_000
+    /// which a txnID is deduplicated. It must outlast a client's retries plus the longest
+    /// delay of a message (200 ms × 10), or a late submit would run the txn again.
+    static let retentionMs: UInt64 = 3_500
+    /// A client resubmits a txn for this long after its first submit, then gives up.
+    static let retryHorizonMs: UInt64 = 1_200
 
     static func nodeIndex(_ name: String) -> Int { Int(name.dropFirst())! }
 

@@ -166,6 +166,9 @@ struct SimClient {
     var placed = 0
     var current: (txnID: TxnID, branches: [Branch])?
     var attempt = 0
+    var firstSubmittedAt: UInt64 = 0
+    /// Txns given up on: the outcome is unknown to the client.
+    var gaveUp = 0
     var redirectedTo: Int?
     var told: [TxnID: TxnStatus] = [:]
     var isFinished = false
@@ -184,6 +187,7 @@ extension Simulation {
         let txnID = TxnID("c\(index)-t\(number)")
         clients[index].current = (txnID, order(txnID))
         clients[index].attempt = 0
+        clients[index].firstSubmittedAt = now
         clients[index].redirectedTo = nil
         checker.submitted(txnID, clients[index].current!.branches)
         submit(index)
@@ -220,8 +224,17 @@ extension Simulation {
         schedule(at: now + 600, .clientTimeout(index, txnID, attempt: attempt))
     }
 
+    /// Retries stop after `retryHorizonMs`, well inside the dedup window (the log retention):
+    /// a txn ID resubmitted after its row was trimmed would run again, as the README says of
+    /// dtc. The outcome stays unknown to the client; the RMs still must all finish the txn.
     func clientTimeout(_ index: Int, _ txnID: TxnID, _ attempt: Int) {
         guard clients[index].current?.txnID == txnID, clients[index].attempt == attempt else { return }
+        guard now < clients[index].firstSubmittedAt + Self.retryHorizonMs else {
+            clients[index].current = nil
+            clients[index].gaveUp += 1
+            schedule(at: now, .clientNext(index))
+            return
+        }
         clients[index].redirectedTo = nil
         submit(index)
     }
