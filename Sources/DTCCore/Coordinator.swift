@@ -253,6 +253,11 @@ public struct Coordinator: Sendable {
         let dropped = active.filter { $0.value.partition == partition }.map(\.key).sorted()
         for txnID in dropped { active[txnID] = nil }
         tombstones = tombstones.filter { $0.value != partition }
+        // What this node remembers of the partition's finished txns may not be on any quorum
+        // (a tombstone appended just before the fence): a later takeover learns them again
+        // from the members' rows, never from this memory.
+        finished = finished.filter { $0.value.partition != partition }
+        finishedOrder = Deque(finishedOrder.filter { finished[$0] != nil })
         return dropped
     }
 

@@ -239,6 +239,14 @@ import Testing
         #expect(later.recordsToAppend.allSatisfy { $0.partition == 1 })
     }
 
+    @Test func stepDownForgetsThePartitionsFinishedTxnsSoOnlyAQuorumsRowsCanAnswerForThemLater() {
+        var c = Coordinator.fixture()
+        _ = c.resolve(TxnID("ghost"), partition: 0)
+        #expect(c.status(of: "ghost") == .aborted(reason: "unknown to the coordinator (presumed abort)"))
+        _ = c.stepDown(partition: 0)
+        #expect(c.snapshot(of: TxnID("ghost")) == nil, "the tombstone may never have reached a quorum")
+    }
+
     @Test func stepDownOfAPartitionNotLedDropsNothing() throws {
         var c = Coordinator.fixture()
         _ = try c.submit("t1")
