@@ -63,7 +63,7 @@ struct SimNode {
     var waitingClients: [TxnID: [Int]] = [:]
     var waitingRMs: [TxnID: [Int]] = [:]
 
-    init(index: Int, peers: Int) {
+    init(index: Int) {
         self.index = index
         self.name = "n\(index)"
         membership = Membership(me: name, peers: [], replicationFactor: 3, suspicionTimeout: 0, startedAt: 0)

@@ -46,7 +46,7 @@ public final class Simulation {
         self.swarm = swarm
         let names = (0..<swarm.nodes).map { "n\($0)" }
         map = PartitionMap(nodes: names, partitionCount: UInt32(swarm.nodes * 4), replicationFactor: 3, virtualNodes: 16)
-        nodes = names.indices.map { SimNode(index: $0, peers: swarm.nodes - 1) }
+        nodes = names.indices.map { SimNode(index: $0) }
         let rmNames = Array(["inventory", "orders", "accounts", "inventory-2", "accounts-2"].prefix(swarm.rms))
         self.rmNames = rmNames
         rms = rmNames.indices.map { SimRM(index: $0, name: rmNames[$0]) }
