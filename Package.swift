@@ -16,6 +16,10 @@ let package = Package(
         .executable(name: "dtc-rm", targets: ["dtc-rm"]),
         .executable(name: "dtc", targets: ["dtc"]),
         .executable(name: "dtc-sim", targets: ["dtc-sim"]),
+        // Turns a Swift service into a dtc participant (README, "Write a participant").
+        .library(name: "DTCParticipant", targets: ["DTCParticipant"]),
+        // A participant written against DTCParticipant only, as a user would (Examples/tickets).
+        .executable(name: "dtc-example-tickets", targets: ["dtc-example-tickets"]),
     ],
     dependencies: [
         .package(url: "https://github.com/grpc/grpc-swift-2.git", from: "2.4.3"),
@@ -49,8 +53,9 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ] + grpc
         ),
+        // The participant library: drives ParticipantMachine for a user's ParticipantLogic.
         .target(
-            name: "DTCResourceManager",
+            name: "DTCParticipant",
             dependencies: [
                 "DTCCore", "DTCStorage", "DTCWire", "DTCClient", "DTCFaults",
                 .product(name: "Logging", package: "swift-log"),
@@ -63,10 +68,12 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // dtc's example domain (inventory, orders, accounts): pure logic on DTCCore's contract.
+        .target(name: "DTCShop", dependencies: ["DTCCore"]),
         .executableTarget(
             name: "dtc-rm",
             dependencies: [
-                "DTCResourceManager", "DTCClient",
+                "DTCParticipant", "DTCShop", "DTCClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -76,18 +83,21 @@ let package = Package(
         .executableTarget(
             name: "dtc",
             dependencies: [
-                "DTCClient", "DTCCore", "DTCWire", "DTCFaults", "DTCVerify",
+                "DTCClient", "DTCCore", "DTCWire", "DTCFaults", "DTCVerify", "DTCShop",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ] + grpc
         ),
-        .target(name: "DTCSimulation", dependencies: ["DTCCore"]),
+        // The ticket-booking example participant: depends on the public product alone.
+        .executableTarget(name: "dtc-example-tickets", dependencies: ["DTCParticipant"], path: "Examples/tickets"),
+        .target(name: "DTCSimulation", dependencies: ["DTCCore", "DTCShop"]),
         .executableTarget(
             name: "dtc-sim",
             dependencies: ["DTCCore", "DTCSimulation", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "DTCCoreTests", dependencies: ["DTCCore"]),
-        .testTarget(name: "DTCSimulationTests", dependencies: ["DTCSimulation", "DTCCore"]),
+        .testTarget(name: "DTCSimulationTests", dependencies: ["DTCSimulation", "DTCCore", "DTCShop"]),
+        .testTarget(name: "DTCShopTests", dependencies: ["DTCShop", "DTCCore"]),
         .testTarget(name: "DTCStorageTests", dependencies: ["DTCStorage"]),
         .testTarget(name: "DTCVerifyTests", dependencies: ["DTCVerify", "DTCCore"]),
         .testTarget(

@@ -9,8 +9,9 @@ public struct ClusterConfig: Codable, Sendable {
         public var host: String
         public var port: Int
         public var dataDir: String
-        /// RMs only: the service this RM runs.
-        public var service: ServiceKind?
+        /// RMs only: which service this participant runs, for the program that serves it
+        /// (the shop's dtc-rm reads inventory, orders or accounts). dtc itself ignores it.
+        public var service: String?
 
         public var address: String { "\(host):\(port)" }
     }
@@ -45,14 +46,23 @@ public struct ClusterConfig: Codable, Sendable {
     public var virtualNodes: Int
     public var nodes: [Process]
     public var rms: [Process]
-    public var seed: Seed
+    /// The shop's seed data; absent in a cluster that runs no shop.
+    public var seed: Seed?
     public var timing: Timing
+    /// Bounds on what clients send; each is optional in the file.
+    public var limitsSection: LimitsSection?
+
+    public struct LimitsSection: Codable, Sendable {
+        /// A branch payload's largest size in bytes (64 KiB by default).
+        public var payloadBytesMax: Int?
+    }
 
     /// The directory the file was read from; relative data directories are resolved against it.
     public var baseDirectory = "."
 
     private enum CodingKeys: String, CodingKey {
         case partitions, replicationFactor, virtualNodes, nodes, rms, seed, timing
+        case limitsSection = "limits"
     }
 
     /// Reads and checks `path`; every problem is one readable line.
@@ -88,13 +98,11 @@ public struct ClusterConfig: Codable, Sendable {
     /// Position of the node in the list, used in start stamps and epochs.
     public func nodeIndex(of name: String) -> Int? { nodes.firstIndex { $0.name == name } }
 
-    /// Each RM's name and the service it runs.
-    public var services: [String: ServiceKind] {
-        Dictionary(uniqueKeysWithValues: rms.compactMap { rm in rm.service.map { (rm.name, $0) } })
-    }
+    /// The participant names: what a branch may name.
+    public var participantNames: Set<String> { Set(rms.map(\.name)) }
 
-    /// The RM that runs `service` (the CLI's orders touch one RM of each service).
-    public func rm(for service: ServiceKind) -> Process? { rms.first { $0.service == service } }
+    /// The first RM that runs `service` (the shop's orders touch one RM of each service).
+    public func rm(forService service: String) -> Process? { rms.first { $0.service == service } }
 
     public func dataDirectory(of process: Process) -> String {
         process.dataDir.hasPrefix("/") ? process.dataDir : baseDirectory + "/" + process.dataDir
@@ -106,6 +114,7 @@ public struct ClusterConfig: Codable, Sendable {
         limits.lockWaitTimeout = UInt64(timing.lockWaitTimeoutMs)
         limits.decisionRetryInitial = UInt64(timing.decisionRetryInitialMs)
         limits.decisionRetryMax = UInt64(timing.decisionRetryMaxMs)
+        if let payloadBytesMax = limitsSection?.payloadBytesMax { limits.payloadBytesMax = payloadBytesMax }
         return limits
     }
 
@@ -123,12 +132,7 @@ public struct ClusterConfig: Codable, Sendable {
         for process in nodes + rms where !(1...65_535).contains(process.port) {
             throw fail("\(process.name) has port \(process.port), outside 1...65535")
         }
-        for rm in rms where rm.service == nil {
-            throw fail("rm \(rm.name) has no service (inventory, orders or accounts)")
-        }
-        for service in ServiceKind.allCases where rm(for: service) == nil {
-            throw fail("no rm runs the \(service.rawValue) service")
-        }
+        guard !rms.isEmpty else { throw fail("no rms (participants)") }
         guard timing.tickMs > 0, timing.rpcTimeoutMs > 0, timing.heartbeatMs > 0, timing.logRetentionMs > 0 else {
             throw fail("timing values must be positive")
         }

@@ -32,6 +32,8 @@ public enum RecordDecodingError: Error, Equatable, Sendable, CustomStringConvert
     case badString(at: Int)
     /// The record ended where more bytes followed: a different layout, or garbage.
     case trailingBytes(at: Int)
+    /// The record was written in a format version this build does not read.
+    case unsupportedVersion(found: UInt8, expected: UInt8)
 
     public var description: String {
         switch self {
@@ -39,6 +41,7 @@ public enum RecordDecodingError: Error, Equatable, Sendable, CustomStringConvert
         case .badTag(let tag, let at): "unknown tag \(tag) at byte \(at) (not a record of this format)"
         case .badString(let at): "invalid UTF-8 string at byte \(at)"
         case .trailingBytes(let at): "unexpected bytes after the record's end at byte \(at)"
+        case .unsupportedVersion(let found, let expected): "record format version \(found), this build reads version \(expected)"
         }
     }
 }
@@ -83,6 +86,22 @@ public struct ByteReader: Sendable {
         }
         return text
     }
+
+    /// A length-prefixed byte string.
+    public mutating func readBytes() throws(RecordDecodingError) -> [UInt8] {
+        let start = offset
+        let count = Int(try readUInt32())
+        guard count <= bytes.count - offset else { throw .truncated(at: start) }
+        defer { offset += count }
+        return Array(bytes[offset..<offset + count])
+    }
+
+    /// Reads a record's leading format version and refuses any other than `expected`: a record
+    /// of another format is never misread.
+    public mutating func expectVersion(_ expected: UInt8) throws(RecordDecodingError) {
+        let found = try readByte()
+        guard found == expected else { throw .unsupportedVersion(found: found, expected: expected) }
+    }
 }
 
 extension ByteWriter {
@@ -91,20 +110,16 @@ extension ByteWriter {
         write(epoch.node)
     }
 
-    public mutating func write(_ op: Operation) {
-        switch op {
-        case .reserve(let orderID, let sku, let qty):
-            write(UInt8(1)); write(orderID); write(sku); write(qty)
-        case .createOrder(let orderID, let userID, let sku, let qty, let amount):
-            write(UInt8(2)); write(orderID); write(userID); write(sku); write(qty); write(amount)
-        case .debit(let orderID, let userID, let amount):
-            write(UInt8(3)); write(orderID); write(userID); write(amount)
-        }
-    }
-
     public mutating func write(_ branch: Branch) {
         write(branch.rm)
-        write(branch.op)
+        write(branch.kind)
+        write(bytes: branch.payload)
+    }
+
+    /// A length-prefixed byte string.
+    public mutating func write(bytes value: [UInt8]) {
+        write(UInt32(value.count))
+        bytes.append(contentsOf: value)
     }
 }
 
@@ -113,20 +128,7 @@ extension ByteReader {
         Epoch(counter: try readUInt64(), node: try readUInt32())
     }
 
-    public mutating func readOperation() throws(RecordDecodingError) -> Operation {
-        let at = offset
-        switch try readByte() {
-        case 1: return .reserve(orderID: try readString(), sku: try readString(), qty: try readInt64())
-        case 2:
-            return .createOrder(
-                orderID: try readString(), userID: try readString(), sku: try readString(),
-                qty: try readInt64(), amount: try readInt64())
-        case 3: return .debit(orderID: try readString(), userID: try readString(), amount: try readInt64())
-        case let tag: throw .badTag(tag, at: at)
-        }
-    }
-
     public mutating func readBranch() throws(RecordDecodingError) -> Branch {
-        Branch(rm: try readString(), op: try readOperation())
+        Branch(rm: try readString(), kind: try readString(), payload: try readBytes())
     }
 }

@@ -39,20 +39,36 @@ public struct TxnSnapshot: Hashable, Sendable {
     public var status: TxnStatus
     public var stamp: StartStamp
     public var epoch: Epoch
-    public var branches: [(rm: String, progress: BranchProgress)]
+    public var branches: [(summary: BranchSummary, progress: BranchProgress)]
 
     public static func == (lhs: TxnSnapshot, rhs: TxnSnapshot) -> Bool {
-        lhs.txnID == rhs.txnID && lhs.status == rhs.status && lhs.branches.map(\.rm) == rhs.branches.map(\.rm)
+        lhs.txnID == rhs.txnID && lhs.status == rhs.status && lhs.branches.map(\.summary) == rhs.branches.map(\.summary)
             && lhs.branches.map(\.progress) == rhs.branches.map(\.progress)
     }
 
     public func hash(into hasher: inout Hasher) { hasher.combine(txnID) }
 }
 
+/// What `GetTxn` shows of a branch: whom it goes to, its kind and its payload's size, never
+/// the payload itself.
+public struct BranchSummary: Hashable, Sendable {
+    public var rm: String
+    public var kind: String
+    public var payloadBytes: Int
+
+    public init(_ branch: Branch) {
+        rm = branch.rm
+        kind = branch.kind
+        payloadBytes = branch.payload.count
+    }
+}
+
 public enum SubmitResult: Equatable, Sendable {
     case accepted(CoordinatorOutput)
     /// `inFlightTxnsMax` reached: the client should back off and retry with the same txnID.
     case overloaded(inFlight: Int)
+    /// The txn ID is known with other branches: a client reused an ID for a different txn.
+    case idTaken(txnID: TxnID)
 }
 
 /// The coordinator of the partitions one node leads: 2PC with presumed abort.
@@ -85,6 +101,7 @@ public struct Coordinator: Sendable {
         var partition: UInt32
         var stamp: StartStamp
         var branches: [Branch]
+        var digest: UInt64
         var phase: Phase
     }
 
@@ -98,7 +115,9 @@ public struct Coordinator: Sendable {
         var outcome: Outcome
         var reason: String
         var stamp: StartStamp
-        var rms: [String]
+        var branches: [BranchSummary]
+        /// `branchesDigest` of the txn's branches; nil for a tombstone (no branches known).
+        var digest: UInt64?
     }
 
     /// `epochs` are the partitions this node leads and the epoch it holds for each.
@@ -123,7 +142,9 @@ public struct Coordinator: Sendable {
     /// A client submits `txnID`. A known txn answers its current state (idempotent submit).
     public mutating func submit(_ txnID: TxnID, branches: [Branch], partition: UInt32, now: UInt64) -> SubmitResult {
         precondition(leads(partition), "submit of \(txnID) to partition \(partition), which \(node) does not lead")
+        let digest = branchesDigest(branches)
         if let reply = knownReply(txnID) {
+            if let recorded = recordedDigest(txnID), recorded != digest { return .idTaken(txnID: txnID) }
             var output = CoordinatorOutput()
             output.replies = reply.map { [$0] } ?? []
             return .accepted(output)
@@ -132,15 +153,16 @@ public struct Coordinator: Sendable {
         let stamp = nextStamp(now: now)
         let epoch = epochs[partition]!
         active[txnID] = ActiveTxn(
-            partition: partition, stamp: stamp, branches: branches,
+            partition: partition, stamp: stamp, branches: branches, digest: digest,
             phase: .preparing(votes: [:], deadline: now + limits.prepareTimeout))
         var output = CoordinatorOutput()
         output.recordsToAppend = [
             PartitionRecord(partition: partition, record: .start(txnID: txnID, epoch: epoch, stamp: stamp, branches: branches))
         ]
         let sender = Sender(partition: partition, epoch: epoch, node: node)
+        let participants = branches.map(\.rm)
         output.messagesNow = branches.map {
-            .prepare(rm: $0.rm, PrepareMessage(txnID: txnID, stamp: stamp, sender: sender, branch: $0))
+            .prepare(rm: $0.rm, PrepareMessage(txnID: txnID, stamp: stamp, sender: sender, branch: $0, participants: participants))
         }
         return .accepted(output)
     }
@@ -175,7 +197,7 @@ public struct Coordinator: Sendable {
             return CoordinatorOutput()
         }
         active[txnID] = nil
-        remember(txnID, FinishedTxn(partition: txn.partition, outcome: outcome, reason: reason, stamp: txn.stamp, rms: txn.branches.map(\.rm)))
+        remember(txnID, FinishedTxn(partition: txn.partition, outcome: outcome, reason: reason, stamp: txn.stamp, branches: txn.branches.map(BranchSummary.init), digest: txn.digest))
         var output = CoordinatorOutput()
         output.recordsToAppend = [PartitionRecord(partition: txn.partition, record: .end(txnID: txnID))]
         return output
@@ -222,7 +244,7 @@ public struct Coordinator: Sendable {
 
     /// Records an ABORT for a txn without START at the current epoch.
     private mutating func entomb(_ txnID: TxnID, partition: UInt32, reason: String) -> CoordinatorOutput {
-        remember(txnID, FinishedTxn(partition: partition, outcome: .abort, reason: reason, stamp: 0, rms: []))
+        remember(txnID, FinishedTxn(partition: partition, outcome: .abort, reason: reason, stamp: 0, branches: [], digest: nil))
         tombstones[txnID] = partition
         var output = CoordinatorOutput()
         output.recordsToAppend = [
@@ -267,12 +289,12 @@ public struct Coordinator: Sendable {
         if let txn = active[txnID] {
             return TxnSnapshot(
                 txnID: txnID, partition: txn.partition, status: status(of: txn), stamp: txn.stamp,
-                epoch: epochs[txn.partition] ?? .zero, branches: txn.branches.map { ($0.rm, progress(of: $0.rm, in: txn)) })
+                epoch: epochs[txn.partition] ?? .zero, branches: txn.branches.map { (BranchSummary($0), progress(of: $0.rm, in: txn)) })
         }
         if let done = finished[txnID] {
             return TxnSnapshot(
                 txnID: txnID, partition: done.partition, status: status(done.outcome, done.reason), stamp: done.stamp,
-                epoch: epochs[done.partition] ?? .zero, branches: done.rms.map { ($0, .acknowledged(done.outcome)) })
+                epoch: epochs[done.partition] ?? .zero, branches: done.branches.map { ($0, .acknowledged(done.outcome)) })
         }
         return nil
     }
@@ -317,6 +339,10 @@ public struct Coordinator: Sendable {
             return ClientReply(txnID: txnID, status: status(done.outcome, done.reason))
         }
         return nil
+    }
+
+    private func recordedDigest(_ txnID: TxnID) -> UInt64? {
+        active[txnID]?.digest ?? finished[txnID]?.digest
     }
 
     private func status(of txn: ActiveTxn) -> TxnStatus {
@@ -383,7 +409,8 @@ public struct Coordinator: Sendable {
         }
         if row.isEnded || row.branches.isEmpty {
             let outcome = row.decision?.outcome ?? .abort
-            remember(txnID, FinishedTxn(partition: partition, outcome: outcome, reason: row.decision?.reason ?? "", stamp: row.stamp, rms: row.branches.map(\.rm)))
+            let digest = row.branches.isEmpty ? nil : branchesDigest(row.branches)
+            remember(txnID, FinishedTxn(partition: partition, outcome: outcome, reason: row.decision?.reason ?? "", stamp: row.stamp, branches: row.branches.map(BranchSummary.init), digest: digest))
             // An ENDed txn's decision and END go to this epoch's members again: one of them may
             // have missed them, and its row must not outlive the others' (see `LogRecord.trim`).
             guard row.isEnded, let decision = row.decision else { return CoordinatorOutput() }
@@ -396,7 +423,9 @@ public struct Coordinator: Sendable {
         }
         counters.recovered += 1
         let epoch = epochs[partition]!
-        active[txnID] = ActiveTxn(partition: partition, stamp: row.stamp, branches: row.branches, phase: .preparing(votes: [:], deadline: now))
+        active[txnID] = ActiveTxn(
+            partition: partition, stamp: row.stamp, branches: row.branches, digest: branchesDigest(row.branches),
+            phase: .preparing(votes: [:], deadline: now))
         var output = CoordinatorOutput()
         output.recordsToAppend = [PartitionRecord(partition: partition, record: .start(txnID: txnID, epoch: epoch, stamp: row.stamp, branches: row.branches))]
         guard let decision = row.decision, mutant != .takeoverAbortsCommitted else {

@@ -3,11 +3,16 @@
 public struct Limits: Sendable, Equatable {
     public var txnIDBytesMax = 128
     public var branchesPerTxnMax = 16
-    public var fieldBytesMax = 256
+    /// A branch's opaque payload; cluster.json's `limits.payloadBytesMax` sets it.
+    public var payloadBytesMax = 65_536
+    public var kindBytesMax = 64
     public var inFlightTxnsMax = 20_000
     public var finishedTxnsRetainedMax = 1_000_000
-    public var quantityMax: Int64 = 1_000_000_000
-    public var amountMax: Int64 = 1_000_000_000_000
+    /// Finished txns a participant keeps in memory to answer repeats at once; older ones are
+    /// looked up in its durable ledger, so its memory stays bounded however long it runs.
+    public var finishedTxnsCachedMax = 10_000
+    /// Keys (locks) one branch may take at a participant.
+    public var keysPerBranchMax = 1_024
     /// Ticks (milliseconds) a txn may wait for all votes; no vote in time counts as NO.
     public var prepareTimeout: UInt64 = 2_000
     /// First retry of an unacknowledged COMMIT/ROLLBACK; doubles up to `decisionRetryMax`.
@@ -22,7 +27,9 @@ public struct Limits: Sendable, Equatable {
 
     /// Checks the limits against each other at start-up.
     public func validated() throws(ValidationError) -> Limits {
-        guard txnIDBytesMax > 0, branchesPerTxnMax > 0, inFlightTxnsMax > 0 else {
+        guard txnIDBytesMax > 0, branchesPerTxnMax > 0, inFlightTxnsMax > 0, payloadBytesMax > 0, kindBytesMax > 0,
+            finishedTxnsCachedMax > 0, keysPerBranchMax > 0
+        else {
             throw .invalid(field: "limits", reason: "must be positive")
         }
         guard decisionRetryInitial > 0, decisionRetryInitial <= decisionRetryMax else {

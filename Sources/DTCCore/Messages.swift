@@ -18,12 +18,17 @@ public struct PrepareMessage: Hashable, Sendable {
     public var stamp: StartStamp
     public var sender: Sender
     public var branch: Branch
+    /// Every participant of the txn (this one included): a participant's ledger keeps them, so
+    /// a checker can tell from the ledgers alone whether every branch of a committed txn
+    /// committed.
+    public var participants: [String]
 
-    public init(txnID: TxnID, stamp: StartStamp, sender: Sender, branch: Branch) {
+    public init(txnID: TxnID, stamp: StartStamp, sender: Sender, branch: Branch, participants: [String]) {
         self.txnID = txnID
         self.stamp = stamp
         self.sender = sender
         self.branch = branch
+        self.participants = participants
     }
 }
 
@@ -96,8 +101,13 @@ public enum LogRecord: Hashable, Sendable {
         }
     }
 
+    /// The first byte of every encoded record. Version 2 made branches opaque (participant,
+    /// kind, payload); a record of any other version is refused, never misread.
+    public static let formatVersion: UInt8 = 2
+
     public func encoded() -> [UInt8] {
         var writer = ByteWriter()
+        writer.write(Self.formatVersion)
         switch self {
         case .start(let txnID, let epoch, let stamp, let branches):
             writer.write(UInt8(1)); writer.write(txnID.rawValue); writer.write(epoch); writer.write(stamp)
@@ -116,6 +126,7 @@ public enum LogRecord: Hashable, Sendable {
 
     public init(decoding bytes: [UInt8]) throws(RecordDecodingError) {
         var reader = ByteReader(bytes)
+        try reader.expectVersion(Self.formatVersion)
         switch try reader.readByte() {
         case 1:
             let id = TxnID(try reader.readString())
@@ -134,7 +145,7 @@ public enum LogRecord: Hashable, Sendable {
         case 4:
             self = .trim(txnID: TxnID(try reader.readString()))
         case let tag:
-            throw .badTag(tag, at: 0)
+            throw .badTag(tag, at: 1)
         }
     }
 }

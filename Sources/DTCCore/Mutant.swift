@@ -15,4 +15,7 @@ package enum Mutant: String, Sendable, CaseIterable {
     case followerKeepsSessionAfterRefusal
     /// An RM applies a repeated COMMIT again.
     case applyDuplicateCommit
+    /// A participant that restarts does not re-take the locks of its prepared txns, so another
+    /// txn can plan against state a prepared txn is about to change.
+    case skipRelockOnRecovery
 }

@@ -1,59 +1,88 @@
-/// A txn an RM holds prepared: its writes are durable and its locks held until the decision.
+import DequeModule
+
+/// A txn a participant holds prepared: its writes are durable and its locks held until the
+/// decision. `keys` are the locks it holds, so a restart re-takes them without running the
+/// participant's logic again.
 public struct PreparedTxn: Hashable, Sendable {
     public var txnID: TxnID
     public var stamp: StartStamp
     public var sender: Sender
-    public var op: Operation
+    public var kind: String
+    public var keys: [String]
     public var writes: [Write]
+    /// Every participant of the txn, for the ledger entry of its decision.
+    public var participants: [String]
 
-    public init(txnID: TxnID, stamp: StartStamp, sender: Sender, op: Operation, writes: [Write]) {
+    public init(txnID: TxnID, stamp: StartStamp, sender: Sender, kind: String, keys: [String], writes: [Write], participants: [String]) {
         self.txnID = txnID
         self.stamp = stamp
         self.sender = sender
-        self.op = op
+        self.kind = kind
+        self.keys = keys
         self.writes = writes
+        self.participants = participants
     }
+
+    /// The first byte of every stored prepared txn; any other version is refused.
+    public static let formatVersion: UInt8 = 2
 
     public func encoded() -> [UInt8] {
         var writer = ByteWriter()
+        writer.write(Self.formatVersion)
         writer.write(txnID.rawValue); writer.write(stamp)
         writer.write(sender.partition); writer.write(sender.epoch); writer.write(sender.node)
-        writer.write(op)
+        writer.write(kind)
+        writer.write(UInt32(keys.count))
+        for key in keys { writer.write(key) }
         writer.write(UInt32(writes.count))
         for write in writes {
             writer.write(write.key)
-            let value = write.value.encoded()
-            writer.write(UInt32(value.count))
-            for byte in value { writer.write(byte) }
+            writer.write(write.value != nil)
+            if let value = write.value { writer.write(bytes: value) }
         }
+        writer.write(UInt32(participants.count))
+        for name in participants { writer.write(name) }
         return writer.bytes
     }
 
     public init(decoding bytes: [UInt8]) throws(RecordDecodingError) {
         var reader = ByteReader(bytes)
+        try reader.expectVersion(Self.formatVersion)
         txnID = TxnID(try reader.readString())
         stamp = try reader.readUInt64()
         sender = Sender(partition: try reader.readUInt32(), epoch: try reader.readEpoch(), node: try reader.readString())
-        op = try reader.readOperation()
+        kind = try reader.readString()
+        keys = []
+        for _ in 0..<(try reader.readUInt32()) { keys.append(try reader.readString()) }
         writes = []
         for _ in 0..<(try reader.readUInt32()) {
             let key = try reader.readString()
-            var value: [UInt8] = []
-            for _ in 0..<(try reader.readUInt32()) { value.append(try reader.readByte()) }
-            writes.append(Write(key: key, value: try StateValue(decoding: value)))
+            writes.append(Write(key: key, value: try reader.readBool() ? try reader.readBytes() : nil))
         }
+        participants = []
+        for _ in 0..<(try reader.readUInt32()) { participants.append(try reader.readString()) }
+        guard reader.isAtEnd else { throw .trailingBytes(at: reader.offset) }
     }
 }
 
-/// What an RM makes durable. Votes YES and acks follow only from `preparedDurable` and
-/// `decisionDurable`, so nothing is promised before its record is on disk. A decision carries
-/// its epoch and `seenEpoch`, the highest epoch the RM had seen for the txn before it: the
-/// ledger keeps both, so a checker can prove from disk that no decision from a stale epoch
-/// was applied (fencing at the participant, DESIGN.md "Failover").
+/// What a participant makes durable. Votes YES and acks follow only from `recordsDurable`, so
+/// nothing is promised before its record is on disk. A decision carries its epoch and
+/// `seenEpoch`, the highest epoch the participant had seen for the txn before it: the ledger
+/// keeps both, so a checker can prove from disk that no decision from a stale epoch was
+/// applied (fencing at the participant, DESIGN.md "Failover").
 public enum ParticipantRecord: Hashable, Sendable {
     case prepared(PreparedTxn)
-    case committed(txnID: TxnID, writes: [Write], epoch: Epoch, seenEpoch: Epoch)
-    case aborted(txnID: TxnID, epoch: Epoch, seenEpoch: Epoch)
+    /// `participants`: every participant of the txn, or none where this one never learned
+    /// them (a tombstone).
+    case committed(txnID: TxnID, writes: [Write], epoch: Epoch, seenEpoch: Epoch, participants: [String])
+    case aborted(txnID: TxnID, epoch: Epoch, seenEpoch: Epoch, participants: [String])
+
+    public var txnID: TxnID {
+        switch self {
+        case .prepared(let txn): txn.txnID
+        case .committed(let id, _, _, _, _), .aborted(let id, _, _, _): id
+        }
+    }
 }
 
 public struct VoteReply: Hashable, Sendable {
@@ -68,7 +97,7 @@ public struct VoteReply: Hashable, Sendable {
 
 public struct AckReply: Hashable, Sendable {
     public var txnID: TxnID
-    /// False when the RM refused the decision; `reason` says why.
+    /// False when the participant refused the decision; `reason` says why.
     public var accepted: Bool
     public var reason: String
 
@@ -79,53 +108,89 @@ public struct AckReply: Hashable, Sendable {
     }
 }
 
+/// The shell's name for where a message came from and its reply goes: a coordinator's stream
+/// in the library, a node in the simulator. `nil` routes nowhere (an inquiry's answer).
+public typealias ReplyRoute = Int
+
+public enum ParticipantReply: Hashable, Sendable {
+    case vote(VoteReply)
+    case ack(AckReply)
+}
+
+public struct RoutedReply: Hashable, Sendable {
+    public var route: ReplyRoute
+    public var reply: ParticipantReply
+}
+
+/// A branch whose locks are held: the shell reads `keys` at committed state, runs the
+/// participant's logic on the branch and calls `planned` with its writes or its refusal.
+public struct PlanRequest: Hashable, Sendable {
+    public var txnID: TxnID
+    public var branch: Branch
+    public var keys: [String]
+}
+
 public struct ParticipantOutput: Equatable, Sendable {
-    /// Txns whose locks are now held: the shell reads these keys at committed state and
-    /// calls `planned`.
-    public var reads: [TxnID: [String]] = [:]
+    public var plans: [PlanRequest] = []
+    /// Persist (group commit, fsync), then report each with `recordsDurable`.
     public var recordsToPersist: [ParticipantRecord] = []
     /// Votes and acks that depend on nothing unsynced; send at once.
-    public var votes: [VoteReply] = []
-    public var acks: [AckReply] = []
+    public var replies: [RoutedReply] = []
     /// Prepared txns held too long: ask the partition's leader for the outcome.
     public var inquiries: [PreparedTxn] = []
 
     public init() {}
 
+    public var isEmpty: Bool { self == ParticipantOutput() }
+
     public mutating func merge(_ other: ParticipantOutput) {
-        reads.merge(other.reads) { $1 }
+        plans += other.plans
         recordsToPersist += other.recordsToPersist
-        votes += other.votes
-        acks += other.acks
+        replies += other.replies
         inquiries += other.inquiries
     }
 }
 
-/// The participant side of 2PC for one RM: strict two-phase locking with wait-die, durable
-/// prepare before YES, idempotent decisions, epoch fencing, and tombstones for rollbacks of
-/// txns it never prepared.
-public struct Participant: Sendable {
+/// The participant side of 2PC, for any participant's logic: strict two-phase locking with
+/// wait-die, durable prepare before YES, idempotent decisions, epoch fencing, tombstones for
+/// rollbacks of txns it never prepared, and the routing of each vote and ack to whoever asked.
+/// Both the `DTCParticipant` library and dtc-sim drive this one machine.
+///
+/// Memory stays bounded: the machine keeps the txns in progress, lock state and a cache of
+/// `finishedTxnsCachedMax` finished txns. An older finished txn is looked up in the durable
+/// ledger through the `ledger` function the shell passes with each message.
+public struct ParticipantMachine: Sendable {
     public struct Counters: Equatable, Sendable {
         public var committed: UInt64 = 0
         public var aborted: UInt64 = 0
+        public var refused: UInt64 = 0
         public var staleEpochRefusals: UInt64 = 0
         public var conflictingDecisions: UInt64 = 0
+        public var ledgerLookups: UInt64 = 0
     }
 
-    private enum State: Sendable {
-        case waitingForLocks(PrepareMessage, deadline: UInt64)
-        case reading(PrepareMessage)
+    /// A txn in progress. Its vote and ack routes wait here until the answer is ready.
+    private enum Phase: Sendable {
+        case waitingForLocks(PrepareMessage, keys: [String], deadline: UInt64)
+        case reading(PrepareMessage, keys: [String])
         case persistingPrepared(PreparedTxn, rollbackRequested: Epoch?)
         case prepared(PreparedTxn, since: UInt64)
         case applying(Outcome, PreparedTxn?)
-        case committed
-        case aborted(reason: String)
     }
 
-    private struct Txn: Sendable {
-        var state: State
-        /// The highest epoch this RM has seen for the txn; lower ones are refused.
+    private struct ActiveTxn: Sendable {
+        var phase: Phase
+        /// The highest epoch seen for the txn; decisions from lower ones are refused.
         var epoch: Epoch
+        var voteRoutes: [ReplyRoute] = []
+        var ackRoutes: [ReplyRoute] = []
+    }
+
+    private struct FinishedTxn: Sendable {
+        /// `nil` reason: committed.
+        var abortReason: String?
+        var epoch: Epoch
+        var outcome: Outcome { abortReason == nil ? .commit : .abort }
     }
 
     public let limits: Limits
@@ -135,7 +200,9 @@ public struct Participant: Sendable {
     public private(set) var locks = LockTable()
     /// A deliberate bug, for the simulator's mutant tests only.
     package var mutant: Mutant?
-    private var txns: [TxnID: Txn] = [:]
+    private var active: [TxnID: ActiveTxn] = [:]
+    private var finished: [TxnID: FinishedTxn] = [:]
+    private var finishedOrder = Deque<TxnID>()
     /// Txns that may need `tick`: waiting for locks or prepared. Entries whose txn moved on
     /// are dropped by the next tick, so `tick` never scans the finished txns.
     private var watched: Set<TxnID> = []
@@ -146,137 +213,147 @@ public struct Participant: Sendable {
     }
 
     public var preparedCount: Int {
-        txns.values.reduce(0) { count, txn in
-            if case .prepared = txn.state { return count + 1 }
+        active.values.reduce(0) { count, txn in
+            if case .prepared = txn.phase { return count + 1 }
             return count
         }
     }
 
-    /// `nil` for an unknown txn; otherwise a short state name (for status and tests).
-    public func stateName(of txnID: TxnID) -> String? {
-        guard let txn = txns[txnID] else { return nil }
-        switch txn.state {
-        case .waitingForLocks: return "waiting"
-        case .reading: return "reading"
-        case .persistingPrepared: return "preparing"
-        case .prepared: return "prepared"
-        case .applying(let outcome, _): return outcome == .commit ? "committing" : "rolling-back"
-        case .committed: return "committed"
-        case .aborted: return "aborted"
-        }
-    }
+    public var activeCount: Int { active.count }
+    public var cachedFinishedCount: Int { finished.count }
 
-    /// The operation of a txn whose locks are held and whose committed values the shell reads.
-    public func operation(of txnID: TxnID) -> Operation? {
-        guard case .reading(let message) = txns[txnID]?.state else { return nil }
-        return message.branch.op
+    /// `nil` for a txn neither in progress nor in the cache; otherwise a short state name.
+    public func stateName(of txnID: TxnID) -> String? {
+        if let txn = active[txnID] { return Self.name(of: txn.phase) }
+        return finished[txnID].map { $0.outcome == .commit ? "committed" : "aborted" }
     }
 
     // MARK: - Events
 
-    /// PREPARE: takes the op's locks (or waits, or dies), then asks the shell to read. A known
-    /// txn answers its recorded vote.
-    public mutating func prepare(_ message: PrepareMessage, now: UInt64) -> ParticipantOutput {
+    /// PREPARE with the keys the participant's logic says the branch locks (or its refusal):
+    /// takes the locks (or waits, or dies), then asks the shell to plan. A known txn answers its
+    /// recorded vote.
+    public mutating func prepare(
+        _ message: PrepareMessage, keys: Result<[String], PlanRefusal>, replyTo route: ReplyRoute, now: UInt64,
+        ledger: (TxnID) -> LedgerEntry?
+    ) -> ParticipantOutput {
         let id = message.txnID
-        if let txn = txns[id] {
+        if var txn = active[id] {
             // A PREPARE from a newer leader raises the epoch below which decisions are refused.
-            if message.sender.epoch > txn.epoch { txns[id]!.epoch = message.sender.epoch }
-            return repeatedVote(id, txn)
+            txn.epoch = max(txn.epoch, message.sender.epoch)
+            active[id] = txn
+            return repeatedVote(id, route)
+        }
+        if var done = finishedTxn(id, ledger) {
+            // A newer leader's PREPARE raises the fence for finished txns too.
+            if message.sender.epoch > done.epoch {
+                done.epoch = message.sender.epoch
+                finished[id] = done
+            }
+            return reply(route, .vote(VoteReply(txnID: id, vote: done.abortReason.map { .no(reason: $0) } ?? .yes)))
+        }
+        let lockKeys: [String]
+        switch Self.checked(keys, limits: limits) {
+        case .failure(let refusal):
+            return refuse(id, epoch: message.sender.epoch, refusal.reason, routes: [route])
+        case .success(let checked):
+            lockKeys = checked
         }
         var output = ParticipantOutput()
-        let keys = ServiceLogic.keys(of: message.branch.op)
-        switch locks.acquire(keys, for: id, stamp: message.stamp) {
+        switch locks.acquire(lockKeys, for: id, stamp: message.stamp) {
         case .granted:
-            txns[id] = Txn(state: .reading(message), epoch: message.sender.epoch)
-            output.reads[id] = keys
+            active[id] = ActiveTxn(phase: .reading(message, keys: lockKeys), epoch: message.sender.epoch, voteRoutes: [route])
+            output.plans.append(PlanRequest(txnID: id, branch: message.branch, keys: lockKeys))
         case .waiting:
-            txns[id] = Txn(state: .waitingForLocks(message, deadline: now + limits.lockWaitTimeout), epoch: message.sender.epoch)
+            let deadline = now + limits.lockWaitTimeout
+            active[id] = ActiveTxn(phase: .waitingForLocks(message, keys: lockKeys, deadline: deadline), epoch: message.sender.epoch, voteRoutes: [route])
             watched.insert(id)
         case .died(let holder):
-            output.votes.append(refuse(id, epoch: message.sender.epoch, "wait-die: younger than lock holder \(holder)"))
+            output = refuse(id, epoch: message.sender.epoch, "wait-die: younger than lock holder \(holder)", routes: [route])
         }
         return output
     }
 
-    /// The shell read the committed values: persist the prepared writes (then vote YES) or vote NO.
+    /// The participant's logic planned the branch against committed state: persist the
+    /// prepared writes (then vote YES) or vote NO. Writes outside the locked keys are refused:
+    /// they would break two-phase locking.
     public mutating func planned(_ txnID: TxnID, _ plan: Result<[Write], PlanRefusal>, now: UInt64) -> ParticipantOutput {
-        guard let txn = txns[txnID], case .reading(let message) = txn.state else { return ParticipantOutput() }
+        guard let txn = active[txnID], case .reading(let message, let keys) = txn.phase else { return ParticipantOutput() }
+        let writes: [Write]
         switch plan {
         case .failure(let refusal):
-            var output = releaseLocks(of: txnID, now: now)
-            output.votes.append(refuse(txnID, epoch: txn.epoch, refusal.reason))
-            return output
-        case .success(let writes):
-            let prepared = PreparedTxn(txnID: txnID, stamp: message.stamp, sender: message.sender, op: message.branch.op, writes: writes)
-            txns[txnID]!.state = .persistingPrepared(prepared, rollbackRequested: nil)
-            var output = ParticipantOutput()
-            output.recordsToPersist = [.prepared(prepared)]
-            if mutant == .yesBeforeDurable { output.votes.append(VoteReply(txnID: txnID, vote: .yes)) }
-            return output
+            return refuseActive(txnID, refusal.reason, now: now)
+        case .success(let planned):
+            writes = planned
         }
-    }
-
-    /// The prepared record is durable: vote YES (and run a rollback that arrived meanwhile).
-    public mutating func preparedDurable(_ txnID: TxnID, now: UInt64) -> ParticipantOutput {
-        guard let txn = txns[txnID], case .persistingPrepared(let prepared, let rollback) = txn.state else {
-            preconditionFailure("preparedDurable for \(txnID) in state \(stateName(of: txnID) ?? "unknown")")
+        if let stray = writes.first(where: { !keys.contains($0.key) }) {
+            return refuseActive(txnID, "participant error: writes key '\(stray.key)' that the branch does not lock", now: now)
         }
-        txns[txnID]!.state = .prepared(prepared, since: now)
-        watched.insert(txnID)
+        let prepared = PreparedTxn(
+            txnID: txnID, stamp: message.stamp, sender: message.sender, kind: message.branch.kind, keys: keys, writes: writes,
+            participants: message.participants)
+        active[txnID]!.phase = .persistingPrepared(prepared, rollbackRequested: nil)
         var output = ParticipantOutput()
-        output.votes.append(VoteReply(txnID: txnID, vote: .yes))
-        if let rollback {
-            output.merge(decide(DecisionMessage(txnID: txnID, outcome: .abort, sender: Sender(partition: prepared.sender.partition, epoch: rollback, node: prepared.sender.node)), now: now))
-        }
+        output.recordsToPersist = [.prepared(prepared)]
+        if mutant == .yesBeforeDurable { output.replies = routes(&active[txnID]!.voteRoutes, .vote(VoteReply(txnID: txnID, vote: .yes))) }
         return output
     }
 
     /// COMMIT or ROLLBACK. Idempotent; refused when it comes from an epoch lower than one this
-    /// RM has seen for the txn, or when it contradicts the decision already applied.
-    public mutating func decide(_ message: DecisionMessage, now: UInt64) -> ParticipantOutput {
+    /// participant has seen for the txn, or when it contradicts the decision already applied.
+    public mutating func decide(
+        _ message: DecisionMessage, replyTo route: ReplyRoute?, now: UInt64, ledger: (TxnID) -> LedgerEntry?
+    ) -> ParticipantOutput {
         let id = message.txnID
         let epoch = message.sender.epoch
-        guard let txn = txns[id] else {
-            return message.outcome == .abort ? startApplying(id, .abort, nil, epoch: epoch, seen: .zero) : ack(id, accepted: false, "commit of a txn this RM never prepared")
+        guard var txn = active[id] else {
+            return decideInactive(message, route, ledger)
         }
         if epoch < txn.epoch && mutant != .ignoreEpochs {
             counters.staleEpochRefusals += 1
-            return ack(id, accepted: false, "stale epoch \(epoch) < \(txn.epoch)")
+            return reply(route, .ack(AckReply(txnID: id, accepted: false, reason: "stale epoch \(epoch) < \(txn.epoch)")))
         }
-        txns[id]!.epoch = epoch
-        switch (txn.state, message.outcome) {
+        let seen = txn.epoch
+        txn.epoch = epoch
+        active[id] = txn
+        switch (txn.phase, message.outcome) {
         case (.prepared(let prepared, _), let outcome):
-            return startApplying(id, outcome, prepared, epoch: epoch, seen: txn.epoch)
-        case (.committed, .commit) where mutant == .applyDuplicateCommit:
-            return startApplying(id, .commit, nil, epoch: epoch, seen: txn.epoch)
-        case (.committed, .commit), (.aborted, .abort):
-            return ack(id, accepted: true, "")
+            waitForAck(id, route)
+            return startApplying(id, outcome, prepared, epoch: epoch, seen: seen)
         case (.applying(let applying, _), let outcome) where applying == outcome:
+            waitForAck(id, route)
             return ParticipantOutput()
         case (.persistingPrepared(let prepared, _), .abort):
-            txns[id]!.state = .persistingPrepared(prepared, rollbackRequested: epoch)
+            waitForAck(id, route)
+            active[id]!.phase = .persistingPrepared(prepared, rollbackRequested: epoch)
             return ParticipantOutput()
         case (.waitingForLocks, .abort), (.reading, .abort):
+            waitForAck(id, route)
             locks.withdraw(id)
             var output = releaseLocks(of: id, now: now)
-            output.votes.append(VoteReply(txnID: id, vote: .no(reason: "rolled back before it was prepared")))
-            output.merge(startApplying(id, .abort, nil, epoch: epoch, seen: txn.epoch))
+            output.replies += routes(&active[id]!.voteRoutes, .vote(VoteReply(txnID: id, vote: .no(reason: "rolled back before it was prepared"))))
+            output.merge(startApplying(id, .abort, nil, epoch: epoch, seen: seen))
             return output
-        case (.committed, .abort), (.aborted, .commit), (.applying, _), (.waitingForLocks, .commit), (.reading, .commit), (.persistingPrepared, .commit):
+        case (.applying, _), (.waitingForLocks, .commit), (.reading, .commit), (.persistingPrepared, .commit):
             counters.conflictingDecisions += 1
-            return ack(id, accepted: false, "conflicting decision \(message.outcome.rawValue) for a txn in state \(stateName(of: id)!)")
+            let reason = "conflicting decision \(message.outcome.rawValue) for a txn in state \(Self.name(of: txn.phase))"
+            return reply(route, .ack(AckReply(txnID: id, accepted: false, reason: reason)))
         }
     }
 
-    /// The decision is durable: release the locks (waking waiters) and ack.
-    public mutating func decisionDurable(_ txnID: TxnID, now: UInt64) -> ParticipantOutput {
-        guard let txn = txns[txnID], case .applying(let outcome, _) = txn.state else {
-            preconditionFailure("decisionDurable for \(txnID) in state \(stateName(of: txnID) ?? "unknown")")
+    private mutating func waitForAck(_ id: TxnID, _ route: ReplyRoute?) {
+        if let route, !active[id]!.ackRoutes.contains(route) { active[id]!.ackRoutes.append(route) }
+    }
+
+    /// Records the shell persisted are durable: YES votes and acks go out, locks are released.
+    public mutating func recordsDurable(_ records: [ParticipantRecord], now: UInt64) -> ParticipantOutput {
+        var output = ParticipantOutput()
+        for record in records {
+            switch record {
+            case .prepared(let prepared): output.merge(preparedDurable(prepared.txnID, now: now))
+            case .committed(let id, _, _, _, _), .aborted(let id, _, _, _): output.merge(decisionDurable(id, now: now))
+            }
         }
-        if outcome == .commit { counters.committed += 1 } else { counters.aborted += 1 }
-        txns[txnID]!.state = outcome == .commit ? .committed : .aborted(reason: "rolled back")
-        var output = releaseLocks(of: txnID, now: now)
-        output.acks.append(AckReply(txnID: txnID, accepted: true, reason: ""))
         return output
     }
 
@@ -285,92 +362,214 @@ public struct Participant: Sendable {
     public mutating func tick(now: UInt64) -> ParticipantOutput {
         var output = ParticipantOutput()
         for id in watched.sorted() {
-            guard let txn = txns[id] else { continue }
-            switch txn.state {
-            case .waitingForLocks(_, let deadline) where now >= deadline:
+            guard let txn = active[id] else {
+                watched.remove(id)
+                continue
+            }
+            switch txn.phase {
+            case .waitingForLocks(_, _, let deadline) where now >= deadline:
                 locks.withdraw(id)
                 watched.remove(id)
-                output.votes.append(refuse(id, epoch: txn.epoch, "lock wait timeout"))
+                output.merge(refuse(id, epoch: txn.epoch, "lock wait timeout", routes: txn.voteRoutes))
             case .prepared(let prepared, let since) where now >= since + inquiryAfter:
-                txns[id]!.state = .prepared(prepared, since: now)
+                active[id]!.phase = .prepared(prepared, since: now)
                 output.inquiries.append(prepared)
             case .waitingForLocks, .prepared:
                 continue
-            case .reading, .persistingPrepared, .applying, .committed, .aborted:
+            case .reading, .persistingPrepared, .applying:
                 watched.remove(id)
             }
         }
         return output
     }
 
-    /// After a restart: prepared txns re-take their locks before the RM serves; finished txns
-    /// are remembered so repeated decisions are acknowledged without acting again.
-    public mutating func recover(prepared: [PreparedTxn], finished: [(TxnID, Outcome)], now: UInt64) {
-        precondition(txns.isEmpty, "recover must run before any other event")
-        for (id, outcome) in finished {
-            txns[id] = Txn(state: outcome == .commit ? .committed : .aborted(reason: "rolled back"), epoch: .zero)
-        }
+    /// After a restart: prepared txns re-take their locks before the participant serves.
+    /// Finished txns are not loaded: the ledger answers for them.
+    public mutating func recover(prepared: [PreparedTxn], now: UInt64) {
+        precondition(active.isEmpty && finished.isEmpty, "recover must run before any other event")
         for txn in prepared {
-            let acquisition = locks.acquire(ServiceLogic.keys(of: txn.op), for: txn.txnID, stamp: txn.stamp)
-            precondition(acquisition == .granted, "prepared txns \(txn.txnID) conflict on recovery: \(acquisition)")
-            txns[txn.txnID] = Txn(state: .prepared(txn, since: now), epoch: txn.sender.epoch)
+            if mutant != .skipRelockOnRecovery {
+                let acquisition = locks.acquire(txn.keys, for: txn.txnID, stamp: txn.stamp)
+                precondition(acquisition == .granted, "prepared txns \(txn.txnID) conflict on recovery: \(acquisition)")
+            }
+            active[txn.txnID] = ActiveTxn(phase: .prepared(txn, since: now), epoch: txn.sender.epoch)
             watched.insert(txn.txnID)
         }
     }
 
     // MARK: - Helpers
 
-    private func repeatedVote(_ id: TxnID, _ txn: Txn) -> ParticipantOutput {
-        var output = ParticipantOutput()
-        switch txn.state {
-        case .waitingForLocks, .reading, .persistingPrepared, .applying(.commit, _):
-            // Answered when the first PREPARE's vote is ready (or already YES while committing).
-            if case .applying = txn.state { output.votes.append(VoteReply(txnID: id, vote: .yes)) }
-        case .prepared, .committed:
-            output.votes.append(VoteReply(txnID: id, vote: .yes))
+    private static func name(of phase: Phase) -> String {
+        switch phase {
+        case .waitingForLocks: "waiting"
+        case .reading: "reading"
+        case .persistingPrepared: "preparing"
+        case .prepared: "prepared"
+        case .applying(let outcome, _): outcome == .commit ? "committing" : "rolling-back"
+        }
+    }
+
+    /// A user's logic that names no keys, or too many, is refused: without locks there is no
+    /// isolation, and every bound is explicit.
+    private static func checked(_ keys: Result<[String], PlanRefusal>, limits: Limits) -> Result<[String], PlanRefusal> {
+        guard case .success(let list) = keys else { return keys }
+        let unique = Array(Set(list)).sorted()
+        guard !unique.isEmpty else { return .failure("participant error: the branch locks no keys") }
+        guard unique.count <= limits.keysPerBranchMax else {
+            return .failure("participant error: the branch locks \(unique.count) keys, over the limit of \(limits.keysPerBranchMax)")
+        }
+        return .success(unique)
+    }
+
+    /// A finished txn from the cache, or from the ledger (then cached again).
+    private mutating func finishedTxn(_ id: TxnID, _ ledger: (TxnID) -> LedgerEntry?) -> FinishedTxn? {
+        if let done = finished[id] { return done }
+        counters.ledgerLookups += 1
+        guard let entry = ledger(id) else { return nil }
+        let done = FinishedTxn(abortReason: entry.outcome == .commit ? nil : "rolled back", epoch: entry.epoch)
+        remember(id, done)
+        return done
+    }
+
+    private mutating func remember(_ id: TxnID, _ done: FinishedTxn) {
+        if finished.updateValue(done, forKey: id) == nil { finishedOrder.append(id) }
+        while finished.count > limits.finishedTxnsCachedMax, let oldest = finishedOrder.popFirst() {
+            finished[oldest] = nil
+        }
+    }
+
+    /// A decision for a txn that is not in progress: finished (cache or ledger) or unknown.
+    private mutating func decideInactive(_ message: DecisionMessage, _ route: ReplyRoute?, _ ledger: (TxnID) -> LedgerEntry?) -> ParticipantOutput {
+        let id = message.txnID
+        let epoch = message.sender.epoch
+        guard let done = finishedTxn(id, ledger) else {
+            guard message.outcome == .abort else {
+                return reply(route, .ack(AckReply(txnID: id, accepted: false, reason: "commit of a txn this participant never prepared")))
+            }
+            // A tombstone: a PREPARE that arrives later is answered NO.
+            active[id] = ActiveTxn(phase: .applying(.abort, nil), epoch: epoch, ackRoutes: route.map { [$0] } ?? [])
+            return startApplying(id, .abort, nil, epoch: epoch, seen: .zero)
+        }
+        if epoch < done.epoch && mutant != .ignoreEpochs {
+            counters.staleEpochRefusals += 1
+            return reply(route, .ack(AckReply(txnID: id, accepted: false, reason: "stale epoch \(epoch) < \(done.epoch)")))
+        }
+        if done.outcome == message.outcome {
+            // Acknowledging a newer leader's decision fences the older leaders' from now on.
+            if epoch > done.epoch { finished[id]!.epoch = epoch }
+            if mutant == .applyDuplicateCommit && done.outcome == .commit {
+                active[id] = ActiveTxn(phase: .applying(.commit, nil), epoch: epoch, ackRoutes: route.map { [$0] } ?? [])
+                return startApplying(id, .commit, nil, epoch: epoch, seen: done.epoch)
+            }
+            return reply(route, .ack(AckReply(txnID: id, accepted: true, reason: "")))
+        }
+        counters.conflictingDecisions += 1
+        let state = done.outcome == .commit ? "committed" : "aborted"
+        return reply(route, .ack(AckReply(txnID: id, accepted: false, reason: "conflicting decision \(message.outcome.rawValue) for a txn in state \(state)")))
+    }
+
+    private mutating func repeatedVote(_ id: TxnID, _ route: ReplyRoute) -> ParticipantOutput {
+        switch active[id]!.phase {
+        case .waitingForLocks, .reading, .persistingPrepared:
+            // Answered when the first PREPARE's vote is ready, once per route.
+            if !active[id]!.voteRoutes.contains(route) { active[id]!.voteRoutes.append(route) }
+            return ParticipantOutput()
+        case .prepared, .applying(.commit, _):
+            return reply(route, .vote(VoteReply(txnID: id, vote: .yes)))
         case .applying(.abort, _):
-            output.votes.append(VoteReply(txnID: id, vote: .no(reason: "rolled back")))
-        case .aborted(let reason):
-            output.votes.append(VoteReply(txnID: id, vote: .no(reason: reason)))
+            return reply(route, .vote(VoteReply(txnID: id, vote: .no(reason: "rolled back"))))
+        }
+    }
+
+    /// The prepared record is durable: vote YES (and run a rollback that arrived meanwhile).
+    private mutating func preparedDurable(_ txnID: TxnID, now: UInt64) -> ParticipantOutput {
+        guard let txn = active[txnID], case .persistingPrepared(let prepared, let rollback) = txn.phase else {
+            preconditionFailure("preparedDurable for \(txnID) in state \(stateName(of: txnID) ?? "unknown")")
+        }
+        active[txnID]!.phase = .prepared(prepared, since: now)
+        watched.insert(txnID)
+        var output = ParticipantOutput()
+        output.replies = routes(&active[txnID]!.voteRoutes, .vote(VoteReply(txnID: txnID, vote: .yes)))
+        if let rollback {
+            output.merge(startApplying(txnID, .abort, prepared, epoch: rollback, seen: txn.epoch))
         }
         return output
     }
 
-    private mutating func refuse(_ id: TxnID, epoch: Epoch, _ reason: String) -> VoteReply {
-        txns[id] = Txn(state: .aborted(reason: reason), epoch: epoch)
-        return VoteReply(txnID: id, vote: .no(reason: reason))
+    /// The decision is durable: release the locks (waking waiters), ack, and keep the outcome
+    /// in the cache.
+    private mutating func decisionDurable(_ txnID: TxnID, now: UInt64) -> ParticipantOutput {
+        guard let txn = active[txnID], case .applying(let outcome, _) = txn.phase else {
+            preconditionFailure("decisionDurable for \(txnID) in state \(stateName(of: txnID) ?? "unknown")")
+        }
+        if outcome == .commit { counters.committed += 1 } else { counters.aborted += 1 }
+        var output = releaseLocks(of: txnID, now: now)
+        var ackRoutes = txn.ackRoutes
+        output.replies += routes(&ackRoutes, .ack(AckReply(txnID: txnID, accepted: true, reason: "")))
+        active[txnID] = nil
+        remember(txnID, FinishedTxn(abortReason: outcome == .commit ? nil : "rolled back", epoch: txn.epoch))
+        return output
+    }
+
+    /// Votes NO for a txn that holds no locks (any more) and remembers the refusal. The NO is
+    /// kept in the cache only: an evicted refusal lets a very late repeated PREPARE be planned
+    /// again, which its inquiry then resolves.
+    private mutating func refuse(_ id: TxnID, epoch: Epoch, _ reason: String, routes waiting: [ReplyRoute]) -> ParticipantOutput {
+        counters.refused += 1
+        var routes = waiting
+        if let txn = active.removeValue(forKey: id) { routes = txn.voteRoutes }
+        remember(id, FinishedTxn(abortReason: reason, epoch: epoch))
+        var output = ParticipantOutput()
+        output.replies = routes.map { RoutedReply(route: $0, reply: .vote(VoteReply(txnID: id, vote: .no(reason: reason)))) }
+        return output
+    }
+
+    /// Refuses a txn whose locks are held (it was planning): releases them first.
+    private mutating func refuseActive(_ id: TxnID, _ reason: String, now: UInt64) -> ParticipantOutput {
+        let epoch = active[id]!.epoch
+        var output = releaseLocks(of: id, now: now)
+        output.merge(refuse(id, epoch: epoch, reason, routes: []))
+        return output
     }
 
     /// `seen` is the highest epoch known for the txn before this decision (`.zero` if none).
     private mutating func startApplying(_ id: TxnID, _ outcome: Outcome, _ prepared: PreparedTxn?, epoch: Epoch, seen: Epoch) -> ParticipantOutput {
-        txns[id] = Txn(state: .applying(outcome, prepared), epoch: epoch)
+        active[id]!.phase = .applying(outcome, prepared)
+        active[id]!.epoch = epoch
         var output = ParticipantOutput()
+        let participants = prepared?.participants ?? []
         output.recordsToPersist = [
             outcome == .commit
-                ? .committed(txnID: id, writes: prepared?.writes ?? [], epoch: epoch, seenEpoch: seen)
-                : .aborted(txnID: id, epoch: epoch, seenEpoch: seen)
+                ? .committed(txnID: id, writes: prepared?.writes ?? [], epoch: epoch, seenEpoch: seen, participants: participants)
+                : .aborted(txnID: id, epoch: epoch, seenEpoch: seen, participants: participants)
         ]
         return output
     }
 
-    private func ack(_ id: TxnID, accepted: Bool, _ reason: String) -> ParticipantOutput {
+    private func reply(_ route: ReplyRoute?, _ reply: ParticipantReply) -> ParticipantOutput {
         var output = ParticipantOutput()
-        output.acks.append(AckReply(txnID: id, accepted: accepted, reason: reason))
+        if let route { output.replies = [RoutedReply(route: route, reply: reply)] }
         return output
     }
 
-    /// Releases `txnID`'s locks; waiters that now hold theirs are sent to read, waiters that
+    /// The reply for every waiting route, which are then cleared.
+    private func routes(_ waiting: inout [ReplyRoute], _ reply: ParticipantReply) -> [RoutedReply] {
+        defer { waiting = [] }
+        return waiting.map { RoutedReply(route: $0, reply: reply) }
+    }
+
+    /// Releases `txnID`'s locks; waiters that now hold theirs are sent to plan, waiters that
     /// died on retry vote NO.
     private mutating func releaseLocks(of txnID: TxnID, now: UInt64) -> ParticipantOutput {
         let (granted, died) = locks.release(txnID)
         var output = ParticipantOutput()
         for id in granted {
-            guard case .waitingForLocks(let message, _) = txns[id]?.state else { continue }
-            txns[id]!.state = .reading(message)
-            output.reads[id] = ServiceLogic.keys(of: message.branch.op)
+            guard case .waitingForLocks(let message, let keys, _) = active[id]?.phase else { continue }
+            active[id]!.phase = .reading(message, keys: keys)
+            output.plans.append(PlanRequest(txnID: id, branch: message.branch, keys: keys))
         }
         for (id, holder) in died {
-            output.votes.append(refuse(id, epoch: txns[id]?.epoch ?? .zero, "wait-die: younger than lock holder \(holder)"))
+            output.merge(refuse(id, epoch: active[id]?.epoch ?? .zero, "wait-die: younger than lock holder \(holder)", routes: []))
         }
         return output
     }

@@ -69,8 +69,13 @@ public struct TxnRow: Hashable, Sendable {
         return records
     }
 
+    /// The first byte of every stored row. Version 2 made branches opaque; rows of version 1
+    /// (dtc before format versions, which began with the txn ID's length) are refused.
+    public static let formatVersion: UInt8 = 2
+
     public func encoded() -> [UInt8] {
         var writer = ByteWriter()
+        writer.write(Self.formatVersion)
         writer.write(txnID.rawValue)
         writer.write(stamp)
         writer.write(UInt32(branches.count))
@@ -87,6 +92,7 @@ public struct TxnRow: Hashable, Sendable {
 
     public init(decoding bytes: [UInt8]) throws(RecordDecodingError) {
         var reader = ByteReader(bytes)
+        try reader.expectVersion(Self.formatVersion)
         txnID = TxnID(try reader.readString())
         stamp = try reader.readUInt64()
         for _ in 0..<(try reader.readUInt32()) { branches.append(try reader.readBranch()) }

@@ -7,7 +7,8 @@ import GRPCCore
 /// gets INVALID_ARGUMENT naming the field, and nothing is logged or prepared.
 struct CoordinatorService: Dtc_V1_Coordinator.SimpleServiceProtocol {
     let runtime: NodeRuntime
-    let services: [String: ServiceKind]
+    /// The participant (RM) names in the cluster config.
+    let participants: Set<String>
     let limits: Limits
 
     func submit(request: Dtc_V1_SubmitRequest, context: ServerContext) async throws -> Dtc_V1_SubmitResponse {
@@ -36,8 +37,11 @@ struct CoordinatorService: Dtc_V1_Coordinator.SimpleServiceProtocol {
 
     func resolve(request: Dtc_V1_ResolveRequest, context: ServerContext) async throws -> Dtc_V1_ResolveResponse {
         let txnID = try invalidArgument { () throws(ValidationError) in try TxnID(validating: request.txnID, limits: limits) }
-        guard request.partition < UInt32(runtime.config.partitions) else {
-            throw RPCError(code: .invalidArgument, message: "partition \(request.partition) does not exist")
+        // A partition that is not the txn's own would record a stray ABORT there, and could tell
+        // a participant ABORTED for a txn its real partition committed.
+        let own = runtime.map.partition(of: txnID)
+        guard request.partition == own else {
+            throw RPCError(code: .invalidArgument, message: "partition \(request.partition) is not the partition of txn '\(txnID)' (\(own)); see docs/participant-protocol.md, \"Partitions\"")
         }
         let answer = try answer(txnID, await runtime.resolve(txnID, partition: request.partition))
         return .with {
@@ -61,16 +65,15 @@ struct CoordinatorService: Dtc_V1_Coordinator.SimpleServiceProtocol {
             throw RPCError(code: .unavailable, message: reason)
         case .overloaded(let inFlight):
             throw RPCError(code: .resourceExhausted, message: "overloaded: \(inFlight) txns in flight; retry with the same txn_id")
+        case .idTaken:
+            throw RPCError(code: .failedPrecondition, message: "txn_id '\(txnID)' is taken by a different txn (other participants or payloads); choose a new txn_id")
         }
     }
 
     private func validated(_ request: Dtc_V1_SubmitRequest) throws -> (TxnID, [Branch]) {
         try invalidArgument { () throws(ValidationError) in
-            var branches: [Branch] = []
-            for (index, wire) in request.branches.enumerated() {
-                branches.append(try Branch(wire: wire, field: "branches[\(index)]"))
-            }
-            let txnID = try validateSubmission(txnID: request.txnID, branches: branches, services: services, limits: limits)
+            let branches = request.branches.map(Branch.init(wire:))
+            let txnID = try validateSubmission(txnID: request.txnID, branches: branches, participants: participants, limits: limits)
             return (txnID, branches)
         }
     }
@@ -100,7 +103,9 @@ struct CoordinatorService: Dtc_V1_Coordinator.SimpleServiceProtocol {
             $0.epochCounter = snapshot.epoch.counter
             $0.branches = snapshot.branches.map { branch in
                 .with {
-                    $0.rm = branch.rm
+                    $0.rm = branch.summary.rm
+                    $0.kind = branch.summary.kind
+                    $0.payloadBytes = UInt32(branch.summary.payloadBytes)
                     $0.state = branch.progress.wireState
                     if case .votedNo(let reason) = branch.progress { $0.reason = reason }
                 }

@@ -42,7 +42,7 @@ public func runNode(config: ClusterConfig, name: String, allowFaultInjection: Bo
     await runtime.attach(peerLinks)
 
     let services: [any RegistrableRPCService] = [
-        CoordinatorService(runtime: runtime, services: config.services, limits: config.limits),
+        CoordinatorService(runtime: runtime, participants: Set(config.rms.map(\.name)), limits: config.limits),
         ReplicaService(runtime: runtime, config: config),
         AdminService(process: name, faults: faults),
     ]

@@ -21,7 +21,7 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
     private var peerLinks: [String: PeerLink] = [:]
     private let clock: ProcessClock
     private let logger: Logger
-    private let map: PartitionMap
+    let map: PartitionMap
     /// The partitions whose replica group includes this node.
     private let memberOf: [UInt32]
 
@@ -85,6 +85,8 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
         case redirect(Dtc_V1_Redirect)
         case unavailable(String)
         case overloaded(Int)
+        /// The txn ID is known with other branches.
+        case idTaken
     }
 
     func submit(_ txnID: TxnID, branches: [Branch]) async -> Answer {
@@ -93,6 +95,8 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
         switch coordinator.submit(txnID, branches: branches, partition: partition, now: clock.now()) {
         case .overloaded(let inFlight):
             return .overloaded(inFlight)
+        case .idTaken:
+            return .idTaken
         case .accepted(let output):
             return await outcome(of: txnID, partition: partition, after: output)
         }

@@ -7,8 +7,15 @@ final class NodeStore: Sendable {
     let environment: LMDBEnvironment
     let rows: RowStore
 
+    /// The node store's format: version 2 holds rows with opaque branches (`TxnRow` v2).
+    static let formatVersion: UInt32 = 2
+
     init(path: String) throws {
         environment = try LMDBEnvironment(path: path)
+        let (rowsDatabase, meta) = (try environment.database("rows"), try environment.database("meta"))
+        try StoreFormat.check(environment, meta: meta, expected: Self.formatVersion) { txn in
+            try txn.count(rowsDatabase) > 0 || txn.count(meta) > 0
+        }
         rows = try RowStore(environment: environment, committer: GroupCommitter(environment: environment))
     }
 

@@ -1,4 +1,5 @@
 import DTCCore
+import DTCShop
 
 /// The invariants of DESIGN.md, checked after every event of a simulation.
 struct Checker {
@@ -57,7 +58,7 @@ struct Checker {
             switch record {
             case .prepared(let prepared):
                 preparedAt[prepared.txnID, default: []].insert(rm)
-            case .committed(let txnID, _, _, _):
+            case .committed(let txnID, _, _, _, _):
                 commits[txnID, default: [:]][rm, default: 0] += 1
                 if commits[txnID]![rm]! > 1 { fail("exactly once: \(txnID) committed twice at \(simulation.rmNames[rm])") }
                 apply(txnID, .commit, at: rm, named: simulation.rmNames[rm])
@@ -66,7 +67,7 @@ struct Checker {
                 if !missing.isEmpty {
                     fail("commit without durable YES: \(txnID) committed at \(simulation.rmNames[rm]) but never durably prepared at \(missing.sorted().map { simulation.rmNames[$0] })")
                 }
-            case .aborted(let txnID, _, _):
+            case .aborted(let txnID, _, _, _):
                 apply(txnID, .abort, at: rm, named: simulation.rmNames[rm])
             }
         }
@@ -168,11 +169,14 @@ struct Checker {
         let seen = epochSeen[rm]?[message.txnID] ?? .zero
         let accepted = output.recordsToPersist.contains { record in
             switch record {
-            case .committed(let txnID, _, _, _), .aborted(let txnID, _, _): txnID == message.txnID
+            case .committed(let txnID, _, _, _, _), .aborted(let txnID, _, _, _): txnID == message.txnID
             case .prepared: false
             }
         }
-        let acknowledged = output.acks.contains { $0.txnID == message.txnID && $0.accepted }
+        let acknowledged = output.replies.contains { routed in
+            if case .ack(let ack) = routed.reply { return ack.txnID == message.txnID && ack.accepted }
+            return false
+        }
         if accepted || acknowledged, message.sender.epoch < seen {
             fail("stale epoch: \(simulation.rmNames[rm]) accepted \(message.outcome) for \(message.txnID) from epoch \(message.sender.epoch) after seeing epoch \(seen)")
         }
@@ -187,7 +191,7 @@ struct Checker {
     }
 
     private mutating func checkConservation(_ rm: SimRM) {
-        let state = rm.committedState
+        let state = rm.shopState
         switch SimRM.service(of: rm.name) {
         case "inventory":
             for sku in 0..<3 {
@@ -227,8 +231,8 @@ struct Checker {
                 }
             }
         }
-        for rm in simulation.rms where (rm.core?.preparedCount ?? 0) > 0 {
-            fail("liveness: \(rm.name) still holds \(rm.core!.preparedCount) prepared txns after faults stopped")
+        for rm in simulation.rms where (rm.machine?.preparedCount ?? 0) > 0 {
+            fail("liveness: \(rm.name) still holds \(rm.machine!.preparedCount) prepared txns after faults stopped")
         }
         if !simulation.clients.allSatisfy(\.isFinished) {
             fail("liveness: a client never got an answer after faults stopped")

@@ -1,62 +1,74 @@
 import DTCCore
+import DTCShop
 
-/// A resource manager: the real `Participant` core, its disk, and its committed state, which
-/// is rebuilt from what was synced after a crash.
+/// A participant: the real `ParticipantMachine` with the shop's real logic, its disk, its
+/// committed state and its ledger, both rebuilt from what was synced after a crash. It is the
+/// library's shell in miniature: plan where the machine asks, persist, report durable, send.
 struct SimRM {
     let index: Int
     let name: String
-    var core: Participant?
+    let logic: ShopLogic
+    var machine: ParticipantMachine?
     var disk = Disk<ParticipantRecord>()
     var generation = 0
-    var waitingVotes: [TxnID: [Int]] = [:]
-    var waitingAcks: [TxnID: [Int]] = [:]
     /// Inquiries sent per txn: each goes to the next member of the partition's replica group.
     var inquiries: [TxnID: Int] = [:]
     /// Committed values: the seed plus every synced COMMIT's writes, in order. Only synced
     /// records change it, so it survives a crash as the disk does.
-    private(set) var committedState: [String: StateValue]
+    private(set) var committedState: [String: [UInt8]]
+    /// How each txn ended, from synced decisions, as the library's ledger database.
+    private(set) var ledger: [TxnID: LedgerEntry] = [:]
 
     init(index: Int, name: String) {
         self.index = index
         self.name = name
+        logic = ShopLogic(service: ShopService(rawValue: Self.service(of: name))!)
         committedState = Self.seed(for: name)
     }
 
-    /// Syncs the disk and applies the newly durable COMMITs; returns what became durable.
+    /// Syncs the disk and applies the newly durable decisions; returns what became durable.
     mutating func sync() -> [ParticipantRecord] {
         let synced = disk.pending
         disk.sync()
         for record in synced {
-            if case .committed(_, let writes, _, _) = record {
+            switch record {
+            case .prepared:
+                continue
+            case .committed(let txnID, let writes, let epoch, let seen, _):
                 for write in writes { committedState[write.key] = write.value }
+                recordLedger(txnID, .commit, epoch, seen)
+            case .aborted(let txnID, let epoch, let seen, _):
+                recordLedger(txnID, .abort, epoch, seen)
             }
         }
         return synced
     }
 
+    private mutating func recordLedger(_ txnID: TxnID, _ outcome: Outcome, _ epoch: Epoch, _ seen: Epoch) {
+        ledger[txnID] = LedgerEntry(outcome: outcome, epoch: epoch, seenEpoch: seen, applications: (ledger[txnID]?.applications ?? 0) + 1)
+    }
+
     /// The service an RM runs, from its name: "inventory-2" is a second inventory.
     static func service(of name: String) -> String { String(name.prefix { $0 != "-" }) }
 
-    static func seed(for name: String) -> [String: StateValue] {
-        switch service(of: name) {
-        case "inventory": Dictionary(uniqueKeysWithValues: (0..<3).map { (StateKey.stock("sku-\($0)"), StateValue.count(Simulation.seedStock)) })
-        case "accounts": Dictionary(uniqueKeysWithValues: (0..<3).map { (StateKey.balance("user-\($0)"), StateValue.count(Simulation.seedBalance)) })
-        default: [:]
-        }
+    static func seed(for name: String) -> [String: [UInt8]] {
+        let seed = ShopSeed(skus: 3, unitsPerSku: Simulation.seedStock, users: 3, centsPerUser: Simulation.seedBalance)
+        return Dictionary(uniqueKeysWithValues: seed.values(for: ShopService(rawValue: service(of: name))!).map { ($0.key, $0.value) })
     }
 
-    /// From the synced records: txns still prepared, and how finished ones ended.
-    func recovered() -> (prepared: [PreparedTxn], finished: [(TxnID, Outcome)]) {
+    /// The shop's values, decoded, for the business checks.
+    var shopState: [String: StateValue] { committedState.compactMapValues { try? StateValue(decoding: $0) } }
+
+    /// From the synced records: txns still prepared.
+    func recoveredPrepared() -> [PreparedTxn] {
         var prepared: [TxnID: PreparedTxn] = [:]
-        var finished: [TxnID: Outcome] = [:]
         for record in disk.synced {
             switch record {
             case .prepared(let txn): prepared[txn.txnID] = txn
-            case .committed(let txnID, _, _, _): prepared[txnID] = nil; finished[txnID] = .commit
-            case .aborted(let txnID, _, _): prepared[txnID] = nil; finished[txnID] = .abort
+            case .committed(let txnID, _, _, _, _), .aborted(let txnID, _, _, _): prepared[txnID] = nil
             }
         }
-        return (prepared.values.sorted { $0.txnID < $1.txnID }, finished.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
+        return prepared.values.sorted { $0.txnID < $1.txnID }
     }
 }
 
@@ -64,87 +76,68 @@ extension Simulation {
     func startRM(_ index: Int) {
         rms[index].generation += 1
         if rms[index].disk.recover() { faults["torn write", default: 0] += 1 }
-        var core = Participant(limits: limits, inquiryAfter: 500)
-        core.mutant = mutant
-        let (prepared, finished) = rms[index].recovered()
-        core.recover(prepared: prepared, finished: finished, now: now)
-        rms[index].core = core
-        rms[index].waitingVotes = [:]
-        rms[index].waitingAcks = [:]
+        var machine = ParticipantMachine(limits: limits, inquiryAfter: 500)
+        machine.mutant = mutant
+        let prepared = rms[index].recoveredPrepared()
+        machine.recover(prepared: prepared, now: now)
+        rms[index].machine = machine
         checker.rmRestarted(index, prepared: prepared)
         schedule(at: now + 20, .tickRM(index, generation: rms[index].generation))
     }
 
     func crashRM(_ index: Int) {
-        rms[index].core = nil
+        rms[index].machine = nil
         rms[index].disk.crash(tearingLastWrite: swarm.tearsWrites && Bool.random(using: &random))
     }
 
     func rmReceivesPrepare(_ message: PrepareMessage, rm index: Int) {
-        guard var core = rms[index].core else { return }
+        guard rms[index].machine != nil else { return }
         checker.rmSaw(message.txnID, epoch: message.sender.epoch, at: index)
-        rms[index].waitingVotes[message.txnID, default: []].append(Self.nodeIndex(message.sender.node))
-        let output = core.prepare(message, now: now)
-        rms[index].core = core
+        let keys = rms[index].logic.lockKeys(for: message.branch)
+        let ledger = rms[index].ledger
+        let output = rms[index].machine!.prepare(message, keys: keys, replyTo: Self.nodeIndex(message.sender.node), now: now) { ledger[$0] }
         apply(output, rm: index)
     }
 
     /// A decision from a node (acked back to it) or an answer to an inquiry (`ackTo` nil).
     func rmReceivesDecision(_ message: DecisionMessage, rm index: Int, ackTo node: Int?) {
-        guard var core = rms[index].core else { return }
-        if let node { rms[index].waitingAcks[message.txnID, default: []].append(node) }
-        let output = core.decide(message, now: now)
-        rms[index].core = core
+        guard rms[index].machine != nil else { return }
+        let ledger = rms[index].ledger
+        let output = rms[index].machine!.decide(message, replyTo: node, now: now) { ledger[$0] }
         checker.rmDecided(message, output, at: index, in: self)
         apply(output, rm: index)
     }
 
     func tickRM(_ index: Int, _ generation: Int) {
-        guard rms[index].generation == generation, var core = rms[index].core else { return }
-        let output = core.tick(now: now)
-        rms[index].core = core
-        apply(output, rm: index)
+        guard rms[index].generation == generation, rms[index].machine != nil else { return }
+        apply(rms[index].machine!.tick(now: now), rm: index)
         schedule(at: now + 20, .tickRM(index, generation: generation))
     }
 
-    /// Syncs the RM's disk; each record that became durable goes back to the core.
+    /// Syncs the RM's disk; what became durable goes back to the machine.
     func syncRM(_ index: Int, _ generation: Int) {
-        guard rms[index].generation == generation, rms[index].core != nil else { return }
+        guard rms[index].generation == generation, rms[index].machine != nil else { return }
         let synced = rms[index].sync()
         checker.synced(synced, at: index, in: self)
-        for record in synced {
-            guard var core = rms[index].core else { return }
-            let output: ParticipantOutput
-            switch record {
-            case .prepared(let prepared): output = core.preparedDurable(prepared.txnID, now: now)
-            case .committed(let txnID, _, _, _), .aborted(let txnID, _, _): output = core.decisionDurable(txnID, now: now)
-            }
-            rms[index].core = core
-            apply(output, rm: index)
-        }
+        apply(rms[index].machine!.recordsDurable(synced, now: now), rm: index)
     }
 
     private func apply(_ output: ParticipantOutput, rm index: Int) {
-        for vote in output.votes {
-            for node in rms[index].waitingVotes.removeValue(forKey: vote.txnID) ?? [] {
-                send(.vote(vote.txnID, vote.vote, rm: index, node: node))
-            }
-        }
-        for ack in output.acks {
-            for node in rms[index].waitingAcks.removeValue(forKey: ack.txnID) ?? [] {
-                send(.ack(ack.txnID, rm: index, node: node))
+        for routed in output.replies {
+            switch routed.reply {
+            case .vote(let vote): send(.vote(vote.txnID, vote.vote, rm: index, node: routed.route))
+            case .ack(let ack): send(.ack(ack.txnID, rm: index, node: routed.route))
             }
         }
         if !output.recordsToPersist.isEmpty {
             rms[index].disk.write(output.recordsToPersist)
             schedule(at: now + fsyncDelay(), .syncRM(index, generation: rms[index].generation))
         }
-        for (txnID, keys) in output.reads.sorted(by: { $0.key < $1.key }) {
-            guard var core = rms[index].core, let op = core.operation(of: txnID) else { continue }
+        for request in output.plans {
+            guard rms[index].machine != nil else { continue }
             let state = rms[index].committedState
-            let values = Dictionary(uniqueKeysWithValues: keys.compactMap { key in state[key].map { (key, $0) } })
-            let planned = core.planned(txnID, ServiceLogic.plan(op, committed: values), now: now)
-            rms[index].core = core
+            let values = Dictionary(uniqueKeysWithValues: request.keys.compactMap { key in state[key].map { (key, $0) } })
+            let planned = rms[index].machine!.planned(request.txnID, rms[index].logic.planned(request.branch, committed: values), now: now)
             apply(planned, rm: index)
         }
         for prepared in output.inquiries {
@@ -200,15 +193,12 @@ extension Simulation {
         let sku = "sku-\(Int.random(in: 0..<3, using: &random))"
         let qty = Int64.random(in: 1...3, using: &random)
         let amount = Int64.random(in: 100...2_000, using: &random)
-        var branches = [
-            Branch(rm: "inventory", op: .reserve(orderID: txnID.rawValue, sku: sku, qty: qty)),
-            Branch(rm: "orders", op: .createOrder(orderID: txnID.rawValue, userID: user, sku: sku, qty: qty, amount: amount)),
-            Branch(rm: "accounts", op: .debit(orderID: txnID.rawValue, userID: user, amount: amount)),
-        ]
+        var branches = orderBranches(
+            orderID: txnID.rawValue, user: user, sku: sku, qty: qty, amount: amount, inventory: "inventory", orders: "orders", accounts: "accounts")
         for extra in rmNames.dropFirst(3) where Bool.random(using: &random) {
             switch SimRM.service(of: extra) {
-            case "inventory": branches.append(Branch(rm: extra, op: .reserve(orderID: txnID.rawValue, sku: sku, qty: 1)))
-            default: branches.append(Branch(rm: extra, op: .debit(orderID: txnID.rawValue, userID: user, amount: 100)))
+            case "inventory": branches.append(ShopOperation.reserve(orderID: txnID.rawValue, sku: sku, qty: 1).branch(rm: extra))
+            default: branches.append(ShopOperation.debit(orderID: txnID.rawValue, userID: user, amount: 100).branch(rm: extra))
             }
         }
         return branches

@@ -85,7 +85,7 @@ public final class Simulation {
     /// What keeps a run from finishing, for a liveness failure.
     private func stuck() -> String {
         let waiting = clients.compactMap { client in client.current.map { "c\(client.index) waits for \($0.txnID) (p\(map.partition(of: $0.txnID)), attempt \(client.attempt))" } }
-        let prepared = rms.filter { ($0.core?.preparedCount ?? 0) > 0 }.map { "\($0.name) holds \($0.core!.preparedCount) prepared" }
+        let prepared = rms.filter { ($0.machine?.preparedCount ?? 0) > 0 }.map { "\($0.name) holds \($0.machine!.preparedCount) prepared" }
         let inFlight = nodes.filter { ($0.core?.inFlightCount ?? 1) > 0 }.map { "n\($0.index) \($0.core.map { "has \($0.inFlightCount) in flight" } ?? "is down")" }
         let leaders = (0..<map.partitionCount).map { partition in
             "p\(partition):" + nodes.filter { $0.core?.leads(partition) == true }.map { "n\($0.index)@\($0.core!.epochs[partition]!)" }.joined(separator: ",")
@@ -100,7 +100,7 @@ public final class Simulation {
 
     /// After the fault phase: every client has its answers and no RM holds anything prepared.
     private var isDone: Bool {
-        !isFaultPhase && clients.allSatisfy(\.isFinished) && rms.allSatisfy { $0.core?.preparedCount == 0 }
+        !isFaultPhase && clients.allSatisfy(\.isFinished) && rms.allSatisfy { $0.machine?.preparedCount == 0 }
             && nodes.allSatisfy { $0.core?.inFlightCount == 0 }
     }
 
@@ -248,7 +248,7 @@ public final class Simulation {
                 faults["crash node", default: 0] += 1
                 schedule(at: now + downFor, .restartNode(pick))
             }
-        } else if rms[pick - nodes.count].core != nil {
+        } else if rms[pick - nodes.count].machine != nil {
             crashRM(pick - nodes.count)
             faults["crash rm", default: 0] += 1
             schedule(at: now + downFor, .restartRM(pick - nodes.count))

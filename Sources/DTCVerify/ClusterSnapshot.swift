@@ -26,8 +26,26 @@ public struct ClusterSnapshot: Sendable {
     public var ledgers: [String: [String: LedgerEntry]] = [:]
     /// Per RM: prepared txnIDs.
     public var prepared: [String: [String]] = [:]
+    /// The RMs that run the shop's orders service.
+    public var orderRMs: Set<String> = []
 
     public init() {}
+
+    /// The participants `txn` involves: those its ledger entries name and those that have an
+    /// entry; every RM when no ledger knows the txn.
+    func participants(of txn: String) -> [String] {
+        let entries = ledgers.compactMapValues { $0[txn] }
+        let named = Set(entries.values.flatMap(\.participants)).filter { ledgers[$0] != nil }.union(entries.keys)
+        return (named.isEmpty ? Set(ledgers.keys) : named).sorted()
+    }
+
+    /// Whether `txn` has a branch at an orders RM, by the participants its ledger entries name.
+    /// A txn whose entries name no participants (written before they were recorded) counts as
+    /// an order.
+    func isOrder(_ txn: String) -> Bool {
+        let named = Set(ledgers.values.compactMap { $0[txn] }.flatMap(\.participants))
+        return named.isEmpty || !named.isDisjoint(with: orderRMs)
+    }
 
     /// Whether any RM has a record of `txn` having any effect in the business state.
     func hasEffects(_ txn: String) -> Bool {

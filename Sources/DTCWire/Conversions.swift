@@ -1,36 +1,21 @@
 import DTCCore
+import Foundation
 
 /// Conversions between the wire types and the core's types. Decoding validates: a message
 /// from the network is untrusted until it has been through here.
 
 extension Branch {
-    public init(wire: Dtc_V1_Branch, field: String) throws(ValidationError) {
-        switch wire.op {
-        case .reserve(let op):
-            self.init(rm: wire.rm, op: .reserve(orderID: op.orderID, sku: op.sku, qty: op.qty))
-        case .createOrder(let op):
-            self.init(rm: wire.rm, op: .createOrder(orderID: op.orderID, userID: op.userID, sku: op.sku, qty: op.qty, amount: op.amount))
-        case .debit(let op):
-            self.init(rm: wire.rm, op: .debit(orderID: op.orderID, userID: op.userID, amount: op.amount))
-        case nil:
-            throw .invalid(field: "\(field).op", reason: "is missing (unknown op)")
-        }
+    /// The branch as sent; `validateSubmission` checks names, sizes and duplicates.
+    public init(wire: Dtc_V1_Branch) {
+        self.init(rm: wire.rm, kind: wire.kind, payload: [UInt8](wire.payload))
     }
 
     public var wire: Dtc_V1_Branch {
-        var branch = Dtc_V1_Branch()
-        branch.rm = rm
-        switch op {
-        case .reserve(let orderID, let sku, let qty):
-            branch.reserve = .with { $0.orderID = orderID; $0.sku = sku; $0.qty = qty }
-        case .createOrder(let orderID, let userID, let sku, let qty, let amount):
-            branch.createOrder = .with {
-                $0.orderID = orderID; $0.userID = userID; $0.sku = sku; $0.qty = qty; $0.amount = amount
-            }
-        case .debit(let orderID, let userID, let amount):
-            branch.debit = .with { $0.orderID = orderID; $0.userID = userID; $0.amount = amount }
+        .with {
+            $0.rm = rm
+            $0.kind = kind
+            $0.payload = Data(payload)
         }
-        return branch
     }
 }
 
@@ -52,9 +37,8 @@ extension Sender {
 extension PrepareMessage {
     public init(wire: Dtc_V1_Prepare) throws(ValidationError) {
         let id = try TxnID(validating: wire.txnID)
-        let branch = try Branch(wire: wire.branch, field: "branch")
-        try branch.op.validate(limits: .standard, field: "branch")
-        self.init(txnID: id, stamp: wire.startStamp, sender: Sender(wire: wire.sender), branch: branch)
+        guard !wire.branch.kind.isEmpty else { throw .invalid(field: "branch.kind", reason: "is empty") }
+        self.init(txnID: id, stamp: wire.startStamp, sender: Sender(wire: wire.sender), branch: Branch(wire: wire.branch), participants: wire.participants)
     }
 
     public var wire: Dtc_V1_Prepare {
@@ -63,6 +47,7 @@ extension PrepareMessage {
             $0.startStamp = stamp
             $0.sender = sender.wire
             $0.branch = branch.wire
+            $0.participants = participants
         }
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import DTCClient
 import DTCCore
+import DTCShop
 import DTCWire
 import DTCVerify
 import GRPCCore
@@ -21,8 +22,8 @@ struct Check: AsyncParsableCommand {
         let history = try history.map(readHistory)
         let (snapshot, quiet) = try await readQuietSnapshot(config, waitQuiet: waitQuiet)
         let report = history.map {
-            Checker.verify(history: $0, complete: false, snapshot: snapshot, initial: config.seed.initialState, quiet: quiet, checkedAt: Date().timeIntervalSince1970)
-        } ?? Checker.checkState(snapshot, initial: config.seed.initialState, quiet: quiet)
+            Checker.verify(history: $0, complete: false, snapshot: snapshot, initial: shopInitialState(config), quiet: quiet, checkedAt: Date().timeIntervalSince1970)
+        } ?? Checker.checkState(snapshot, initial: shopInitialState(config), quiet: quiet)
         for line in report.lines { print(line) }
         print(report.violations == 0 ? "check: all invariants hold" : "check: \(report.violations) violation(s)")
         if report.violations > 0 { throw CLIFailure.failed("\(report.violations) invariant violation(s)") }
@@ -49,8 +50,11 @@ func readHistory(_ path: String) throws -> History {
     return History(parsing: text)
 }
 
-extension ClusterConfig.Seed {
-    var initialState: InitialState { InitialState(skus: skus, unitsPerSku: unitsPerSku, users: users, centsPerUser: centsPerUser) }
+/// The shop's seed, for its business checks: only where the cluster runs the shop's three
+/// services. Other participants get the generic checks alone.
+func shopInitialState(_ config: ClusterConfig) -> InitialState? {
+    guard let seed = config.seed, (try? ShopRMs(config)) != nil else { return nil }
+    return InitialState(skus: seed.skus, unitsPerSku: seed.unitsPerSku, users: seed.users, centsPerUser: seed.centsPerUser)
 }
 
 struct ClusterReader {
@@ -90,19 +94,22 @@ struct ClusterReader {
         var snapshot = ClusterSnapshot()
         for rm in config.rms {
             var ledger: [String: LedgerEntry] = [:]
-            for (key, value) in try await scan(rm, prefix: StateKey.txnPrefix) {
+            for (key, value) in try await scan(rm, .ledger) {
                 do {
-                    ledger[String(key.dropFirst(StateKey.txnPrefix.count))] = try LedgerEntry(decoding: value)
+                    ledger[key] = try LedgerEntry(decoding: value)
                 } catch {
                     throw CLIFailure.failed("\(rm.name): ledger entry \(key): \(error)")
                 }
             }
             snapshot.ledgers[rm.name] = ledger
-            snapshot.prepared[rm.name] = try await scan(rm, prefix: StateKey.preparedPrefix).map { String($0.0.dropFirst(StateKey.preparedPrefix.count)) }
-            switch rm.service! {
-            case .inventory: try await readInventory(rm, into: &snapshot)
-            case .orders: try await readOrders(rm, into: &snapshot)
-            case .accounts: try await readAccounts(rm, into: &snapshot)
+            snapshot.prepared[rm.name] = try await scan(rm, .prepared).map(\.0)
+            switch rm.service.flatMap(ShopService.init(rawValue:)) {
+            case .inventory?: try await readInventory(rm, into: &snapshot)
+            case .orders?:
+                snapshot.orderRMs.insert(rm.name)
+                try await readOrders(rm, into: &snapshot)
+            case .accounts?: try await readAccounts(rm, into: &snapshot)
+            case nil: continue
             }
         }
         return snapshot
@@ -138,13 +145,14 @@ struct ClusterReader {
         }
     }
 
-    /// Every entry under `prefix`, page by page.
-    private func scan(_ rm: ClusterConfig.Process, prefix: String) async throws -> [(String, [UInt8])] {
+    /// Every entry of `space` under `prefix`, page by page.
+    private func scan(_ rm: ClusterConfig.Process, _ space: Dtc_V1_ScanSpace = .state, prefix: String = "") async throws -> [(String, [UInt8])] {
         var entries: [(String, [UInt8])] = []
         var after = ""
         while true {
             var request = Dtc_V1_ScanRequest()
             request.prefix = prefix
+            request.space = space
             request.after = after
             request.limit = 5_000
             let page = try await connections.resourceManager(rm.address).scan(request, options: options)

@@ -1,6 +1,7 @@
 import ArgumentParser
 import DTCClient
 import DTCCore
+import DTCShop
 import DTCVerify
 import Foundation
 import Histogram
@@ -139,7 +140,8 @@ struct Load: AsyncParsableCommand {
         let deadline = duration.map { started + .milliseconds(Int64($0 * 1_000)) }
         let total = duration == nil ? txns : Int.max
         let progress = Task { await Self.reportProgress(stats, total: duration == nil ? txns : nil, started: started) }
-        let worker = Worker(runSeed: runSeed, config: config, router: router, stats: stats, retryFor: .seconds(retryFor),
+        guard let shopSeed = config.seed else { throw CLIFailure.usage("this cluster runs no shop: the cluster config has no \"seed\"") }
+        let worker = Worker(runSeed: runSeed, seed: shopSeed, shop: try ShopRMs(config), router: router, stats: stats, retryFor: .seconds(retryFor),
                             attempts: attempts, resubmit: resubmit, deadline: deadline, history: historyWriter)
         await withTaskGroup(of: Void.self) { group in
             for _ in 0..<concurrency {
@@ -164,7 +166,8 @@ struct Load: AsyncParsableCommand {
     /// when it is picked for a resubmission) and records what the client was told.
     struct Worker: Sendable {
         let runSeed: UInt64
-        let config: ClusterConfig
+        let seed: ClusterConfig.Seed
+        let shop: ShopRMs
         let router: Router
         let stats: LoadStats
         let retryFor: Duration
@@ -174,8 +177,8 @@ struct Load: AsyncParsableCommand {
         let history: HistoryWriter?
 
         func runOne(_ index: Int) async {
-            let order = GeneratedOrder.make(index, runSeed: runSeed, seed: config.seed)
-            let branches = orderBranches(config, orderID: order.txnID, user: order.user, sku: order.sku, qty: order.qty, amount: order.amount)
+            let order = GeneratedOrder.make(index, runSeed: runSeed, seed: seed)
+            let branches = shop.branches(orderID: order.txnID, user: order.user, sku: order.sku, qty: order.qty, amount: order.amount)
             var rng = SplitMix64(seed: runSeed ^ 0x5bd1_e995 &+ UInt64(index))
             let resubmitOnce = Double.random(in: 0..<1, using: &rng) < resubmit
             var attempt = 1

@@ -18,7 +18,7 @@ struct Verify: AsyncParsableCommand {
         let config = try cluster.load()
         let history = try readHistory(history)
         let (snapshot, quiet) = try await readQuietSnapshot(config, waitQuiet: waitQuiet)
-        let report = Checker.verify(history: history, snapshot: snapshot, initial: config.seed.initialState, quiet: quiet,
+        let report = Checker.verify(history: history, snapshot: snapshot, initial: shopInitialState(config), quiet: quiet,
                                     checkedAt: Date().timeIntervalSince1970)
         for line in report.lines { print(line) }
         if let stats = report.stats { for line in stats.lines { print(line) } }

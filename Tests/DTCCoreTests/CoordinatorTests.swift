@@ -284,6 +284,20 @@ import Testing
                 try LogRecord(decoding: Array(bytes.prefix(length)))
             }
         }
-        #expect(throws: RecordDecodingError.badTag(9, at: 0)) { try LogRecord(decoding: [9]) }
+        #expect(throws: RecordDecodingError.badTag(9, at: 1)) { try LogRecord(decoding: [LogRecord.formatVersion, 9]) }
+    }
+
+    @Test func recordsAndRowsOfAnotherFormatVersionAreRefusedNotMisread() throws {
+        let record = LogRecord.start(txnID: TxnID("t1"), epoch: epoch1, stamp: 9, branches: order).encoded()
+        #expect(throws: RecordDecodingError.unsupportedVersion(found: 1, expected: LogRecord.formatVersion)) {
+            try LogRecord(decoding: [1] + record.dropFirst())
+        }
+        var row = TxnRow(txnID: TxnID("t1"))
+        row.apply(.start(txnID: TxnID("t1"), epoch: epoch1, stamp: 9, branches: order))
+        #expect(try TxnRow(decoding: row.encoded()) == row)
+        // A row of version 1 began with its txn ID's length: a 0 byte.
+        #expect(throws: RecordDecodingError.unsupportedVersion(found: 0, expected: TxnRow.formatVersion)) {
+            try TxnRow(decoding: [0, 0, 0, 2] + Array("t1".utf8))
+        }
     }
 }

@@ -2,7 +2,8 @@ import Testing
 
 @testable import DTCCore
 
-/// The three built-in RMs and one order's branches: reserve stock, create the order, debit.
+/// Three participants and one txn's branches. The core never reads a payload, so these are
+/// just bytes; `StockLogic` below reads the inventory's.
 enum RM {
     static let inventory = "inventory"
     static let orders = "orders"
@@ -10,10 +11,9 @@ enum RM {
 }
 
 extension Branch {
-    static let inventory = Branch(rm: RM.inventory, op: .reserve(orderID: "o1", sku: "apple", qty: 2))
-    static let orders = Branch(
-        rm: RM.orders, op: .createOrder(orderID: "o1", userID: "ada", sku: "apple", qty: 2, amount: 300))
-    static let accounts = Branch(rm: RM.accounts, op: .debit(orderID: "o1", userID: "ada", amount: 300))
+    static let inventory = Branch(rm: RM.inventory, kind: "reserve", payload: Array("o1 apple 2".utf8))
+    static let orders = Branch(rm: RM.orders, kind: "create-order", payload: Array("o1 ada apple 2 300".utf8))
+    static let accounts = Branch(rm: RM.accounts, kind: "debit", payload: Array("o1 ada 300".utf8))
 }
 
 /// A 3-branch order, the shape of most transcripts.
@@ -82,7 +82,7 @@ func endRecord(_ id: String) -> PartitionRecord {
 }
 
 func prepares(_ id: String, stamp: StartStamp, _ branches: [Branch] = order, sender: Sender = n1Sender) -> [Envelope] {
-    branches.map { .prepare(rm: $0.rm, PrepareMessage(txnID: TxnID(id), stamp: stamp, sender: sender, branch: $0)) }
+    branches.map { .prepare(rm: $0.rm, PrepareMessage(txnID: TxnID(id), stamp: stamp, sender: sender, branch: $0, participants: branches.map(\.rm))) }
 }
 
 func decisions(_ id: String, _ outcome: Outcome, to rms: [String] = allRMs, sender: Sender = n1Sender) -> [Envelope] {
@@ -132,8 +132,41 @@ struct CoordinatorNode {
 
 // MARK: - Participant
 
-/// An inventory RM's committed state: 10 apples.
-let appleStock: [String: StateValue] = [StateKey.stock("apple"): .count(10)]
+/// A participant's logic for the transcripts: a payload "ORDER SKU QTY" reserves QTY units of
+/// SKU for ORDER; stock counts are decimal text under "stock/SKU", reservations "resv/ORDER".
+struct StockLogic: ParticipantLogic {
+    struct Malformed: Error, CustomStringConvertible {
+        var description: String { "payload is not 'ORDER SKU QTY'" }
+    }
+
+    func parse(_ branch: Branch) throws -> (order: String, sku: String, qty: Int) {
+        let words = String(decoding: branch.payload, as: UTF8.self).split(separator: " ").map(String.init)
+        guard words.count == 3, let qty = Int(words[2]) else { throw Malformed() }
+        return (words[0], words[1], qty)
+    }
+
+    func keys(for branch: Branch) throws -> [String] {
+        let (order, sku, _) = try parse(branch)
+        return ["stock/\(sku)", "resv/\(order)"]
+    }
+
+    func plan(_ branch: Branch, committed: [String: [UInt8]]) throws -> [Write] {
+        let (order, sku, qty) = try parse(branch)
+        guard committed["resv/\(order)"] == nil else { throw PlanRefusal("order \(order) already has a reservation") }
+        guard let bytes = committed["stock/\(sku)"], let stock = Int(String(decoding: bytes, as: UTF8.self)) else {
+            throw PlanRefusal("unknown sku \(sku)")
+        }
+        guard stock >= qty else { throw PlanRefusal("insufficient stock for \(sku): \(stock) < \(qty)") }
+        return [Write(key: "stock/\(sku)", value: Array(String(stock - qty).utf8)), Write(key: "resv/\(order)", value: Array(String(qty).utf8))]
+    }
+}
+
+let stockLogic = StockLogic()
+
+/// An inventory's committed state: 10 apples.
+let appleStock: [String: [UInt8]] = ["stock/apple": Array("10".utf8)]
+
+func stock(_ units: Int) -> [UInt8] { Array(String(units).utf8) }
 
 /// A PREPARE for an inventory reservation; orders with different IDs on the same SKU share the
 /// stock key, so they conflict.
@@ -143,22 +176,46 @@ func prepareMessage(
 ) -> PrepareMessage {
     PrepareMessage(
         txnID: TxnID(id), stamp: stamp, sender: Sender(partition: 0, epoch: epoch, node: "n1"),
-        branch: Branch(rm: RM.inventory, op: .reserve(orderID: orderID, sku: sku, qty: qty)))
+        branch: Branch(rm: RM.inventory, kind: "reserve", payload: Array("\(orderID) \(sku) \(qty)".utf8)),
+        participants: [RM.inventory, RM.accounts])
 }
 
 func decisionMessage(_ id: String, _ outcome: Outcome, epoch: Epoch = epoch1) -> DecisionMessage {
     DecisionMessage(txnID: TxnID(id), outcome: outcome, sender: Sender(partition: 0, epoch: epoch, node: "n1"))
 }
 
-extension Participant {
-    /// Runs PREPARE → read → plan against `committed` → prepared durable, as the RM shell does,
+/// The route every transcript's coordinator stream has.
+let coordinatorRoute: ReplyRoute = 1
+
+extension ParticipantMachine {
+    /// PREPARE from the coordinator's stream, with `StockLogic`'s keys; `ledger` is the durable
+    /// ledger the shell would read.
+    mutating func prepare(_ message: PrepareMessage, now: UInt64, ledger: [TxnID: LedgerEntry] = [:]) -> ParticipantOutput {
+        prepare(message, keys: stockLogic.lockKeys(for: message.branch), replyTo: coordinatorRoute, now: now) { ledger[$0] }
+    }
+
+    mutating func decide(_ message: DecisionMessage, now: UInt64, ledger: [TxnID: LedgerEntry] = [:]) -> ParticipantOutput {
+        decide(message, replyTo: coordinatorRoute, now: now) { ledger[$0] }
+    }
+
+    /// The shell reports the prepared record of `txnID` durable (the machine reads only its ID).
+    mutating func preparedDurable(_ txnID: TxnID, now: UInt64) -> ParticipantOutput {
+        let record = PreparedTxn(txnID: txnID, stamp: 0, sender: n1Sender, kind: "", keys: [], writes: [], participants: [])
+        return recordsDurable([.prepared(record)], now: now)
+    }
+
+    mutating func decisionDurable(_ txnID: TxnID, now: UInt64) -> ParticipantOutput {
+        recordsDurable([.aborted(txnID: txnID, epoch: .zero, seenEpoch: .zero, participants: [])], now: now)
+    }
+
+    /// Runs PREPARE → plan against `committed` → prepared durable, as the library's shell does,
     /// and returns the prepared txn. Fails the test if any step does not go that way.
     mutating func prepared(
-        _ message: PrepareMessage, committed: [String: StateValue] = appleStock, now: UInt64 = 0
+        _ message: PrepareMessage, committed: [String: [UInt8]] = appleStock, now: UInt64 = 0
     ) throws -> PreparedTxn {
         let asked = prepare(message, now: now)
-        let keys = try #require(asked.reads[message.txnID])
-        let plan = ServiceLogic.plan(message.branch.op, committed: committed.filter { keys.contains($0.key) })
+        let request = try #require(asked.plans.first { $0.txnID == message.txnID })
+        let plan = stockLogic.planned(request.branch, committed: committed.filter { request.keys.contains($0.key) })
         let persisted = planned(message.txnID, plan, now: now)
         guard case .prepared(let txn) = try #require(persisted.recordsToPersist.first) else {
             Issue.record("expected a prepared record, got \(persisted)")
@@ -167,6 +224,22 @@ extension Participant {
         let voted = preparedDurable(message.txnID, now: now)
         #expect(voted.votes == [VoteReply(txnID: message.txnID, vote: .yes)])
         return txn
+    }
+}
+
+extension ParticipantOutput {
+    /// Votes and acks, whatever their route (every transcript has one coordinator).
+    var votes: [VoteReply] {
+        replies.compactMap { if case .vote(let vote) = $0.reply { return vote } else { return nil } }
+    }
+
+    var acks: [AckReply] {
+        replies.compactMap { if case .ack(let ack) = $0.reply { return ack } else { return nil } }
+    }
+
+    /// The keys of each txn the machine asks the shell to plan.
+    var reads: [TxnID: [String]] {
+        Dictionary(uniqueKeysWithValues: plans.map { ($0.txnID, $0.keys) })
     }
 }
 

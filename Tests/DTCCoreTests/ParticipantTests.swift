@@ -9,16 +9,16 @@ import Testing
     // MARK: - Prepare
 
     @Test func yesIsVotedOnlyAfterThePreparedRecordIsDurable() throws {
-        var rm = Participant()
+        var rm = ParticipantMachine()
         let message = prepareMessage("t1", stamp: 10)
         let asked = rm.prepare(message, now: 0)
-        #expect(asked.reads == [t1: ServiceLogic.keys(of: message.branch.op)])
+        #expect(asked.reads == [t1: try stockLogic.keys(for: message.branch).sorted()])
         #expect(asked.votes.isEmpty && asked.recordsToPersist.isEmpty)
-        #expect(rm.locks.holder(of: StateKey.stock("apple")) == t1)
+        #expect(rm.locks.holder(of: "stock/apple") == t1)
 
-        let writes = try ServiceLogic.plan(message.branch.op, committed: appleStock).get()
+        let writes = try stockLogic.planned(message.branch, committed: appleStock).get()
         let planned = rm.planned(t1, .success(writes), now: 1)
-        let prepared = PreparedTxn(txnID: t1, stamp: 10, sender: message.sender, op: message.branch.op, writes: writes)
+        let prepared = PreparedTxn(txnID: t1, stamp: 10, sender: message.sender, kind: "reserve", keys: ["resv/o1", "stock/apple"], writes: writes, participants: [RM.inventory, RM.accounts])
         #expect(planned.recordsToPersist == [.prepared(prepared)])
         #expect(planned.votes.isEmpty, "no YES before the prepared record is durable")
         #expect(rm.prepare(message, now: 1).votes.isEmpty, "a repeated PREPARE does not vote early either")
@@ -30,7 +30,7 @@ import Testing
     }
 
     @Test func aFailedPlanVotesNoWithTheReasonAndReleasesTheLocks() {
-        var rm = Participant()
+        var rm = ParticipantMachine()
         _ = rm.prepare(prepareMessage("t1", stamp: 10), now: 0)
         let out = rm.planned(t1, .failure("insufficient stock for apple: 1 < 2"), now: 1)
         #expect(out.votes == [VoteReply(txnID: t1, vote: .no(reason: "insufficient stock for apple: 1 < 2"))])
@@ -42,11 +42,11 @@ import Testing
     // MARK: - Decisions
 
     @Test func commitIsAppliedExactlyOnce() throws {
-        var rm = Participant()
+        var rm = ParticipantMachine()
         let prepared = try rm.prepared(prepareMessage("t1", stamp: 10))
 
         let commit = rm.decide(decisionMessage("t1", .commit), now: 5)
-        #expect(commit.recordsToPersist == [.committed(txnID: t1, writes: prepared.writes, epoch: epoch1, seenEpoch: epoch1)])
+        #expect(commit.recordsToPersist == [.committed(txnID: t1, writes: prepared.writes, epoch: epoch1, seenEpoch: epoch1, participants: [RM.inventory, RM.accounts])])
         #expect(commit.acks.isEmpty, "no ack before the commit is durable")
         #expect(rm.decide(decisionMessage("t1", .commit), now: 6) == ParticipantOutput(), "a repeat while applying waits")
         #expect(rm.locks.lockCount == 2, "locks are held until the commit is durable")
@@ -62,9 +62,9 @@ import Testing
     }
 
     @Test func aRollbackOfAnUnknownTxnLeavesATombstoneThatRefusesALatePrepare() {
-        var rm = Participant()
+        var rm = ParticipantMachine()
         let rollback = rm.decide(decisionMessage("t1", .abort), now: 0)
-        #expect(rollback.recordsToPersist == [.aborted(txnID: t1, epoch: epoch1, seenEpoch: .zero)])
+        #expect(rollback.recordsToPersist == [.aborted(txnID: t1, epoch: epoch1, seenEpoch: .zero, participants: [])])
         #expect(rollback.acks.isEmpty)
         #expect(rm.decisionDurable(t1, now: 1).acks == [AckReply(txnID: t1, accepted: true, reason: "")])
 
@@ -75,19 +75,19 @@ import Testing
     }
 
     @Test func aRollbackWhileThePreparedRecordIsBeingWrittenRunsOnceItIsDurable() throws {
-        var rm = Participant()
+        var rm = ParticipantMachine()
         _ = rm.prepare(prepareMessage("t1", stamp: 10), now: 0)
-        _ = rm.planned(t1, ServiceLogic.plan(prepareMessage("t1", stamp: 10).branch.op, committed: appleStock), now: 1)
+        _ = rm.planned(t1, stockLogic.planned(prepareMessage("t1", stamp: 10).branch, committed: appleStock), now: 1)
         #expect(rm.decide(decisionMessage("t1", .abort), now: 2) == ParticipantOutput())
 
         let durable = rm.preparedDurable(t1, now: 3)
-        #expect(durable.recordsToPersist == [.aborted(txnID: t1, epoch: epoch1, seenEpoch: epoch1)])
+        #expect(durable.recordsToPersist == [.aborted(txnID: t1, epoch: epoch1, seenEpoch: epoch1, participants: [RM.inventory, RM.accounts])])
         #expect(rm.decisionDurable(t1, now: 4).acks == [AckReply(txnID: t1, accepted: true, reason: "")])
         #expect(rm.locks.lockCount == 0)
     }
 
     @Test func aDecisionFromAStaleEpochIsRefusedAndCounted() throws {
-        var rm = Participant()
+        var rm = ParticipantMachine()
         let epoch2 = Epoch(counter: 2, node: 2)
         _ = try rm.prepared(prepareMessage("t1", stamp: 10, epoch: epoch2))
 
@@ -103,7 +103,7 @@ import Testing
     }
 
     @Test func aRepeatedPrepareFromANewerLeaderFencesDecisionsFromOlderOnes() throws {
-        var rm = Participant()
+        var rm = ParticipantMachine()
         _ = try rm.prepared(prepareMessage("t1", stamp: 10, epoch: epoch1))
         let epoch2 = Epoch(counter: 2, node: 2)
         let again = rm.prepare(prepareMessage("t1", stamp: 10, epoch: epoch2), now: 3)
@@ -116,20 +116,20 @@ import Testing
     }
 
     @Test func theLedgerRecordOfADecisionNamesTheHighestEpochSeenBeforeIt() throws {
-        var rm = Participant()
+        var rm = ParticipantMachine()
         let epoch3 = Epoch(counter: 3, node: 1)
         let prepared = try rm.prepared(prepareMessage("t1", stamp: 10, epoch: epoch1))
         let takeover = rm.decide(decisionMessage("t1", .commit, epoch: epoch3), now: 5)
-        #expect(takeover.recordsToPersist == [.committed(txnID: t1, writes: prepared.writes, epoch: epoch3, seenEpoch: epoch1)])
+        #expect(takeover.recordsToPersist == [.committed(txnID: t1, writes: prepared.writes, epoch: epoch3, seenEpoch: epoch1, participants: prepared.participants)])
     }
 
     @Test func anRMThatIgnoresEpochsLeavesTheStaleDecisionVisibleInItsLedger() throws {
-        var rm = Participant()
+        var rm = ParticipantMachine()
         rm.mutant = .ignoreEpochs
         let epoch2 = Epoch(counter: 2, node: 2)
         let prepared = try rm.prepared(prepareMessage("t1", stamp: 10, epoch: epoch2))
         let stale = rm.decide(decisionMessage("t1", .commit, epoch: epoch1), now: 5)
-        #expect(stale.recordsToPersist == [.committed(txnID: t1, writes: prepared.writes, epoch: epoch1, seenEpoch: epoch2)])
+        #expect(stale.recordsToPersist == [.committed(txnID: t1, writes: prepared.writes, epoch: epoch1, seenEpoch: epoch2, participants: prepared.participants)])
         #expect(LedgerEntry(outcome: .commit, epoch: epoch1, seenEpoch: epoch2).isFromStaleEpoch)
     }
 
@@ -141,14 +141,16 @@ import Testing
             #expect(throws: RecordDecodingError.self, "prefix of \(length) bytes") { try LedgerEntry(decoding: Array(bytes.prefix(length))) }
         }
         #expect(throws: RecordDecodingError.trailingBytes(at: bytes.count)) { try LedgerEntry(decoding: bytes + [0]) }
-        #expect(throws: RecordDecodingError.badTag(1, at: 0)) { try LedgerEntry(decoding: [1] + Array(bytes.dropFirst())) }
+        #expect(throws: RecordDecodingError.unsupportedVersion(found: 1, expected: LedgerEntry.formatVersion)) {
+            try LedgerEntry(decoding: [1] + Array(bytes.dropFirst()))
+        }
         var badOutcome = bytes
         badOutcome[1] = 9
         #expect(throws: RecordDecodingError.badTag(9, at: 1)) { try LedgerEntry(decoding: badOutcome) }
     }
 
     @Test func aRollbackAfterACommitIsRefusedAndCounted() throws {
-        var rm = Participant()
+        var rm = ParticipantMachine()
         _ = try rm.prepared(prepareMessage("t1", stamp: 10))
         _ = rm.decide(decisionMessage("t1", .commit), now: 1)
         _ = rm.decisionDurable(t1, now: 2)
@@ -163,7 +165,7 @@ import Testing
     // MARK: - Wait-die
 
     @Test func anOlderTxnWaitsForAYoungerHolderAndReadsOnceTheHolderCommitted() throws {
-        var rm = Participant()
+        var rm = ParticipantMachine()
         _ = try rm.prepared(prepareMessage("young", stamp: 20, orderID: "o-young"))
         let old = prepareMessage("old", stamp: 10, orderID: "o-old")
 
@@ -175,22 +177,22 @@ import Testing
         _ = rm.decide(decisionMessage("young", .commit), now: 2)
         #expect(rm.stateName(of: TxnID("old")) == "waiting", "the holder's locks stay until its commit is durable")
         let durable = rm.decisionDurable(TxnID("young"), now: 3)
-        #expect(durable.reads == [TxnID("old"): ServiceLogic.keys(of: old.branch.op)])
-        #expect(rm.locks.holder(of: StateKey.stock("apple")) == TxnID("old"))
+        #expect(durable.reads == [TxnID("old"): try stockLogic.keys(for: old.branch).sorted()])
+        #expect(rm.locks.holder(of: "stock/apple") == TxnID("old"))
     }
 
     @Test func aYoungerRequesterVotesNoAtOnce() throws {
-        var rm = Participant()
+        var rm = ParticipantMachine()
         _ = try rm.prepared(prepareMessage("old", stamp: 10, orderID: "o-old"))
         let out = rm.prepare(prepareMessage("young", stamp: 20, orderID: "o-young"), now: 1)
         #expect(out.reads.isEmpty)
         #expect(out.votes.map(\.txnID) == [TxnID("young")])
         #expect(out.votes.first?.vote.noReason?.contains("wait-die") == true)
-        #expect(rm.locks.holder(of: StateKey.stock("apple")) == TxnID("old"))
+        #expect(rm.locks.holder(of: "stock/apple") == TxnID("old"))
     }
 
     @Test func aLockWaitPastItsTimeoutVotesNo() throws {
-        var rm = Participant()
+        var rm = ParticipantMachine()
         _ = try rm.prepared(prepareMessage("young", stamp: 20, orderID: "o-young"))
         _ = rm.prepare(prepareMessage("old", stamp: 10, orderID: "o-old"), now: 100)
 
@@ -206,27 +208,28 @@ import Testing
 
     // MARK: - Restart and termination
 
-    @Test func recoveryRetakesLocksAndRemembersFinishedTxns() throws {
-        var before = Participant()
+    @Test func recoveryRetakesLocksAndAnswersFinishedTxnsFromTheLedger() throws {
+        var before = ParticipantMachine()
         let prepared = try before.prepared(prepareMessage("t1", stamp: 10))
 
-        var rm = Participant()
-        rm.recover(prepared: [prepared], finished: [(TxnID("t0"), .commit)], now: 0)
-        #expect(rm.locks.holder(of: StateKey.stock("apple")) == t1)
+        var rm = ParticipantMachine()
+        rm.recover(prepared: [prepared], now: 0)
+        #expect(rm.locks.holder(of: "stock/apple") == t1)
 
         let younger = rm.prepare(prepareMessage("t2", stamp: 20, orderID: "o2"), now: 1)
         #expect(younger.votes.first?.vote.noReason?.contains("wait-die") == true)
 
-        let repeated = rm.decide(decisionMessage("t0", .commit), now: 2)
+        let ledger = [TxnID("t0"): LedgerEntry(outcome: .commit, epoch: epoch1)]
+        let repeated = rm.decide(decisionMessage("t0", .commit), now: 2, ledger: ledger)
         #expect(repeated.acks == [AckReply(txnID: TxnID("t0"), accepted: true, reason: "")])
         #expect(repeated.recordsToPersist.isEmpty, "a finished txn is not applied twice")
 
         #expect(rm.decide(decisionMessage("t1", .commit), now: 3).recordsToPersist
-            == [.committed(txnID: t1, writes: prepared.writes, epoch: epoch1, seenEpoch: epoch1)])
+            == [.committed(txnID: t1, writes: prepared.writes, epoch: epoch1, seenEpoch: epoch1, participants: prepared.participants)])
     }
 
     @Test func aTxnPreparedTooLongAsksForItsOutcomeEveryInquiryPeriod() throws {
-        var rm = Participant(inquiryAfter: 3_000)
+        var rm = ParticipantMachine(inquiryAfter: 3_000)
         let prepared = try rm.prepared(prepareMessage("t1", stamp: 10), now: 1_000)
 
         #expect(rm.tick(now: 3_999).inquiries.isEmpty)
@@ -240,76 +243,94 @@ import Testing
     }
 
     @Test func tickReportsInTxnIDOrderSoASeedReplaysTheSameWay() throws {
-        var rm = Participant(inquiryAfter: 10)
+        var rm = ParticipantMachine(inquiryAfter: 10)
         var generator = SplitMix64(seed: 7)
         let ids = (0..<40).map { "t\($0)" }.shuffled(using: &generator)
         for (index, id) in ids.enumerated() {
             let message = prepareMessage(id, stamp: StartStamp(index), orderID: "o-\(id)", sku: "sku-\(id)")
-            _ = try rm.prepared(message, committed: [StateKey.stock("sku-\(id)"): .count(5)])
+            _ = try rm.prepared(message, committed: ["stock/sku-\(id)": stock(5)])
         }
         let reported = rm.tick(now: 10).inquiries.map(\.txnID)
         #expect(reported == ids.map(TxnID.init).sorted())
     }
-}
 
-/// The services' business rules, as pure functions.
-@Suite struct ServiceLogicTests {
-    @Test func aReservationTakesStockAndRecordsItself() {
-        let plan = ServiceLogic.plan(.reserve(orderID: "o1", sku: "apple", qty: 3), committed: appleStock)
-        #expect(plan == .success([
-            Write(key: "stock/apple", value: .count(7)),
-            Write(key: "resv/o1", value: .reservation(sku: "apple", qty: 3)),
-        ]))
+    // MARK: - Finished txns, bounded memory and the participant's own mistakes
+
+    @Test func aNewerLeadersPrepareFencesAFinishedTxnToo() {
+        // Found by dtc-sim seed 507: a NO-voted txn kept the epoch of its first PREPARE, so a
+        // ROLLBACK from a fenced leader was acknowledged after a newer leader had asked.
+        var rm = ParticipantMachine()
+        _ = rm.prepare(prepareMessage("t1", stamp: 10), now: 0)
+        #expect(rm.planned(t1, .failure("no"), now: 1).votes.first?.vote.noReason == "no")
+        let epoch2 = Epoch(counter: 2, node: 2)
+        #expect(rm.prepare(prepareMessage("t1", stamp: 10, epoch: epoch2), now: 2).votes.first?.vote.noReason == "no")
+        let stale = rm.decide(decisionMessage("t1", .abort, epoch: epoch1), now: 3)
+        #expect(stale.acks.map(\.accepted) == [false])
+        #expect(rm.counters.staleEpochRefusals == 1)
+        #expect(rm.decide(decisionMessage("t1", .abort, epoch: epoch2), now: 4).acks.map(\.accepted) == [true])
     }
 
-    @Test func aDebitTakesMoneyAndRecordsItself() {
-        let plan = ServiceLogic.plan(.debit(orderID: "o1", userID: "ada", amount: 300), committed: ["bal/ada": .count(1_000)])
-        #expect(plan == .success([
-            Write(key: "bal/ada", value: .count(700)),
-            Write(key: "debit/o1", value: .debit(userID: "ada", amount: 300)),
-        ]))
+    @Test func acknowledgingANewerLeadersDecisionFencesTheOlderLeadersRepeats() throws {
+        // Found by dtc-sim seed 75 (and 15): a finished txn acknowledged the newer leader's
+        // COMMIT but kept its old epoch, so a late repeat from the fenced leader was accepted.
+        var rm = ParticipantMachine()
+        _ = try rm.prepared(prepareMessage("t1", stamp: 10))
+        _ = rm.decide(decisionMessage("t1", .commit), now: 1)
+        _ = rm.decisionDurable(t1, now: 2)
+        let epoch2 = Epoch(counter: 2, node: 3)
+        #expect(rm.decide(decisionMessage("t1", .commit, epoch: epoch2), now: 3).acks.map(\.accepted) == [true])
+        let late = rm.decide(decisionMessage("t1", .commit, epoch: epoch1), now: 4)
+        #expect(late.acks.map(\.accepted) == [false])
+        #expect(late.acks.first?.reason.contains("stale epoch") == true)
     }
 
-    @Test func anOrderIsCreatedOnce() {
-        let op = Operation.createOrder(orderID: "o1", userID: "ada", sku: "apple", qty: 2, amount: 300)
-        #expect(ServiceLogic.plan(op, committed: [:]) == .success([
-            Write(key: "order/o1", value: .order(userID: "ada", sku: "apple", qty: 2, amount: 300))
-        ]))
-        let existing: [String: StateValue] = ["order/o1": .order(userID: "bob", sku: "pear", qty: 1, amount: 1)]
-        #expect(refusal(ServiceLogic.plan(op, committed: existing))?.contains("already exists") == true)
-    }
-
-    @Test func reservationsAreRefusedWithAReason() {
-        let reserve = Operation.reserve(orderID: "o1", sku: "apple", qty: 11)
-        #expect(refusal(ServiceLogic.plan(reserve, committed: appleStock))?.contains("insufficient stock") == true)
-        #expect(refusal(ServiceLogic.plan(reserve, committed: [:]))?.contains("unknown sku apple") == true)
-        let reserved = appleStock.merging(["resv/o1": .reservation(sku: "apple", qty: 1)]) { $1 }
-        let again = Operation.reserve(orderID: "o1", sku: "apple", qty: 1)
-        #expect(refusal(ServiceLogic.plan(again, committed: reserved))?.contains("already has a reservation") == true)
-        // Exactly the stock on hand is enough.
-        #expect(refusal(ServiceLogic.plan(.reserve(orderID: "o1", sku: "apple", qty: 10), committed: appleStock)) == nil)
-    }
-
-    @Test func debitsAreRefusedWithAReason() {
-        let debit = Operation.debit(orderID: "o1", userID: "ada", amount: 500)
-        #expect(refusal(ServiceLogic.plan(debit, committed: ["bal/ada": .count(499)]))?.contains("insufficient balance") == true)
-        #expect(refusal(ServiceLogic.plan(debit, committed: [:]))?.contains("unknown user ada") == true)
-        let debited: [String: StateValue] = ["bal/ada": .count(1_000), "debit/o1": .debit(userID: "ada", amount: 1)]
-        #expect(refusal(ServiceLogic.plan(debit, committed: debited))?.contains("already debited") == true)
-    }
-
-    @Test func theLockedKeysAreTheKeysThePlanReadsAndWrites() {
-        for branch in order {
-            let keys = Set(ServiceLogic.keys(of: branch.op))
-            let committed: [String: StateValue] = ["stock/apple": .count(10), "bal/ada": .count(1_000)]
-            let writes = (try? ServiceLogic.plan(branch.op, committed: committed).get()) ?? []
-            #expect(!writes.isEmpty)
-            #expect(Set(writes.map(\.key)).isSubset(of: keys), "\(branch.op.name) writes outside its locks")
+    @Test func finishedTxnsBeyondTheCacheAreAnsweredFromTheLedgerNotForgotten() throws {
+        var limits = Limits()
+        limits.finishedTxnsCachedMax = 2
+        var rm = ParticipantMachine(limits: limits)
+        var ledger: [TxnID: LedgerEntry] = [:]
+        for index in 0..<5 {
+            let id = TxnID("t\(index)")
+            _ = try rm.prepared(prepareMessage(id.rawValue, stamp: StartStamp(index), orderID: "o\(index)"), committed: appleStock)
+            _ = rm.decide(decisionMessage(id.rawValue, .commit), now: 1)
+            _ = rm.decisionDurable(id, now: 2)
+            ledger[id] = LedgerEntry(outcome: .commit, epoch: epoch1)
         }
+        #expect(rm.cachedFinishedCount == 2, "memory holds the cache, not every txn")
+        #expect(rm.stateName(of: TxnID("t0")) == nil)
+
+        let repeated = rm.decide(decisionMessage("t0", .commit), now: 3, ledger: ledger)
+        #expect(repeated.acks == [AckReply(txnID: TxnID("t0"), accepted: true, reason: "")])
+        #expect(repeated.recordsToPersist.isEmpty, "a commit found in the ledger is not applied again")
+        #expect(rm.counters.ledgerLookups > 0)
+        let late = rm.prepare(prepareMessage("t0", stamp: 0), now: 4, ledger: ledger)
+        #expect(late.votes == [VoteReply(txnID: TxnID("t0"), vote: .yes)] && late.plans.isEmpty)
+        let contradiction = rm.decide(decisionMessage("t1", .abort), now: 5, ledger: ledger)
+        #expect(contradiction.acks.map(\.accepted) == [false] && contradiction.recordsToPersist.isEmpty)
     }
 
-    private func refusal(_ plan: Result<[Write], PlanRefusal>) -> String? {
-        if case .failure(let refusal) = plan { return refusal.reason }
-        return nil
+    @Test func logicThatLocksNoKeysOrWritesOutsideItsLocksVotesNoAndHoldsNothing() {
+        var rm = ParticipantMachine()
+        let none = rm.prepare(prepareMessage("t1", stamp: 1), keys: .success([]), replyTo: coordinatorRoute, now: 0) { _ in nil }
+        #expect(none.votes.first?.vote.noReason?.contains("locks no keys") == true)
+        let undecodable = rm.prepare(prepareMessage("t2", stamp: 2), keys: .failure("cannot decode"), replyTo: coordinatorRoute, now: 0) { _ in nil }
+        #expect(undecodable.votes.first?.vote.noReason == "cannot decode")
+
+        _ = rm.prepare(prepareMessage("t3", stamp: 3), now: 0)
+        let stray = rm.planned(TxnID("t3"), .success([Write(key: "stock/pear", value: [1])]), now: 1)
+        #expect(stray.votes.first?.vote.noReason?.contains("writes key 'stock/pear'") == true)
+        #expect(stray.recordsToPersist.isEmpty)
+        #expect(rm.locks.lockCount == 0 && rm.activeCount == 0)
+    }
+
+    @Test func eachVoteGoesToTheStreamsThatAskedOnceEach() throws {
+        var rm = ParticipantMachine()
+        let message = prepareMessage("t1", stamp: 10)
+        let first = rm.prepare(message, keys: stockLogic.lockKeys(for: message.branch), replyTo: 7, now: 0) { _ in nil }
+        _ = rm.prepare(message, keys: stockLogic.lockKeys(for: message.branch), replyTo: 8, now: 0) { _ in nil }
+        _ = rm.prepare(message, keys: stockLogic.lockKeys(for: message.branch), replyTo: 7, now: 0) { _ in nil }
+        _ = rm.planned(t1, stockLogic.planned(first.plans[0].branch, committed: appleStock), now: 1)
+        let durable = rm.preparedDurable(t1, now: 2)
+        #expect(durable.replies.map(\.route) == [7, 8])
     }
 }

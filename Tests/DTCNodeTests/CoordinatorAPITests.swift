@@ -69,19 +69,18 @@ struct LiveNode {
     }
 }
 
-func reserve(_ rm: String = "inventory", qty: Int64 = 1) -> Dtc_V1_Branch {
+/// A branch with an opaque payload: the node never reads it.
+func branch(_ rm: String = "inventory", kind: String = "reserve", payload: [UInt8] = Array("o1 sku-0 1".utf8)) -> Dtc_V1_Branch {
     .with {
         $0.rm = rm
-        $0.reserve = .with { $0.orderID = "o1"; $0.sku = "sku-0"; $0.qty = qty }
+        $0.kind = kind
+        $0.payload = Data(payload)
     }
 }
 
-func debit(amount: Int64 = 1) -> Dtc_V1_Branch {
-    .with {
-        $0.rm = "accounts"
-        $0.debit = .with { $0.orderID = "o1"; $0.userID = "user-0"; $0.amount = amount }
-    }
-}
+func reserve() -> Dtc_V1_Branch { branch() }
+
+func debit() -> Dtc_V1_Branch { branch("accounts", kind: "debit", payload: Array("o1 user-0 1".utf8)) }
 
 @Suite(.serialized) struct CoordinatorAPITests {
     @Test func invalidSubmissionsGetInvalidArgumentNamingTheFieldAndLogNothing() async throws {
@@ -91,14 +90,13 @@ func debit(amount: Int64 = 1) -> Dtc_V1_Branch {
             (id, [], "branches is empty"),
             ("", [reserve()], "txn_id is empty"),
             (String(repeating: "x", count: 129), [reserve()], "txn_id is 129 bytes"),
-            (id, [reserve("payments")], "branches[0].rm names unknown RM 'payments'"),
-            (id, [reserve("accounts")], "branches[0].op inventory.reserve is not an operation of RM 'accounts'"),
-            (id, [reserve(qty: -3)], "branches[0].qty must be positive"),
-            (id, [reserve(), debit(amount: 0)], "branches[1].amount must be positive"),
-            (id, [reserve(), reserve()], "branches[1].rm duplicates"),
-            (id, [.with { $0.rm = "orders" }], "branches[0].op is missing"),
-            (id, [.with { $0.rm = "inventory"; $0.reserve = .with { $0.orderID = "o"; $0.sku = String(repeating: "s", count: 10_000); $0.qty = 1 } }],
-             "branches[0].sku is over 256 bytes"),
+            (id, [branch("payments")], "branches[0].rm names unknown participant 'payments'"),
+            (id, [reserve(), reserve()], "branches[1].rm duplicates the branch for participant 'inventory'"),
+            (id, [reserve(), branch("orders", kind: "")], "branches[1].kind is empty"),
+            (id, [branch(kind: String(repeating: "k", count: 65))], "branches[0].kind is 65 bytes, over the limit of 64"),
+            (id, [branch(payload: [])], "branches[0].payload is empty"),
+            (id, [reserve(), branch("orders", payload: [UInt8](repeating: 7, count: 65_537))], "branches[1].payload is 65537 bytes, over the limit of 65536"),
+            (id, (0..<17).map { branch("rm\($0)") }, "branches has 17 entries, over 16"),
         ]
         for (txnID, branches, expected) in cases {
             let request = Dtc_V1_SubmitRequest.with { $0.txnID = txnID; $0.branches = branches }
@@ -145,6 +143,56 @@ func debit(amount: Int64 = 1) -> Dtc_V1_Branch {
         let again = try await node.client().submit(request)
         #expect(again.outcome == outcome)
         #expect(try await node.status().aborted == 1)
+        await node.stop()
+    }
+
+    @Test func aTxnIDSubmittedAgainWithOtherBranchesIsRefusedAndTheRecordedAnswerStays() async throws {
+        let node = try await LiveNode.start()
+        let id = node.txnID(ledBy: "n1")
+        let request = Dtc_V1_SubmitRequest.with { $0.txnID = id; $0.branches = [reserve(), debit()] }
+        let first = try await node.client().submit(request)
+        let changes: [[Dtc_V1_Branch]] = [
+            [reserve()],
+            [reserve(), branch("accounts", kind: "debit", payload: Array("o1 user-0 2".utf8))],
+            [reserve(), branch("orders", kind: "debit", payload: Array("o1 user-0 1".utf8))],
+        ]
+        for branches in changes {
+            let error = await #expect(throws: RPCError.self) {
+                try await node.client().submit(.with { $0.txnID = id; $0.branches = branches })
+            }
+            #expect(error?.code == .failedPrecondition)
+            #expect(error?.message.contains("taken by a different txn") == true, "\(error?.message ?? "")")
+        }
+        #expect(try await node.client().submit(request).outcome == first.outcome, "the same branches get the recorded answer")
+        await node.stop()
+    }
+
+    @Test func resolveNamingAnotherPartitionIsRefusedAtOnceAndRecordsNothing() async throws {
+        let node = try await LiveNode.start()
+        let id = node.txnID(ledBy: "n1")
+        let own = node.config.partitionMap.partition(of: TxnID(id))
+        let other = (own + 1) % UInt32(node.config.partitions)
+        let error = await #expect(throws: RPCError.self) {
+            try await node.client().resolve(.with { $0.txnID = id; $0.partition = other })
+        }
+        #expect(error?.code == .invalidArgument)
+        #expect(error?.message.contains("is not the partition of txn") == true, "\(error?.message ?? "")")
+        let status = try await node.status()
+        #expect(status.logRecords == 0 && status.aborted == 0)
+        await node.stop()
+    }
+
+    @Test func getTxnShowsEachBranchsKindAndPayloadSizeButNotThePayload() async throws {
+        let node = try await LiveNode.start()
+        let id = node.txnID(ledBy: "n1")
+        _ = try await node.client().submit(.with { $0.txnID = id; $0.branches = [reserve(), debit()] })
+        guard case .txn(let detail) = try await node.client().getTxn(.with { $0.txnID = id }).result else {
+            Issue.record("expected the txn")
+            return
+        }
+        #expect(detail.branches.map(\.rm) == ["inventory", "accounts"])
+        #expect(detail.branches.map(\.kind) == ["reserve", "debit"])
+        #expect(detail.branches.map(\.payloadBytes) == [10, 11])
         await node.stop()
     }
 }

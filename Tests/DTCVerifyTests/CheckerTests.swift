@@ -22,6 +22,23 @@ import Testing
         #expect(report.findings.first { $0.kind == .atomicity }!.problems == ["t1: accounts=abort inventory=commit orders=commit"])
     }
 
+    @Test func aCommittedTxnMissingAtAParticipantItsLedgerNamesIsAnAtomicityViolation() {
+        var run = Scenario.clean()
+        run.snapshot.ledgers["tickets"]!["t9"] = LedgerEntry(outcome: .commit, epoch: e1, participants: ["tickets", "accounts"])
+        let report = run.verify()
+        #expect(report.findings.first { $0.kind == .atomicity }!.problems == ["t9: accounts=none tickets=commit"])
+    }
+
+    @Test func aTxnOfOtherParticipantsIsCheckedOnItsOwnParticipantsAndIsNoOrder() {
+        var run = Scenario.clean()
+        let participants = ["tickets", "accounts"]
+        for rm in participants { run.snapshot.ledgers[rm]!["b1"] = LedgerEntry(outcome: .commit, epoch: e1, participants: participants) }
+        run.snapshot.balances["user-0"]! -= 500
+        run.snapshot.debits["b1"] = ("user-0", 500)
+        let report = run.checkState()
+        #expect(report.violations == 0, "\(report.findings.filter { !$0.problems.isEmpty })")
+    }
+
     @Test func aTxnToldCommittedThatNoRMAppliedIsReported() {
         var run = Scenario.clean()
         run.history += [HistoryEvent.invoke("t5", attempt: 1, at: 100, order).jsonLine, HistoryEvent(kind: .ok, txn: "t5", attempt: 1, time: 101).jsonLine]
@@ -177,7 +194,8 @@ struct Scenario {
         var run = Scenario()
         run.snapshot.stock = ["sku-0": 10, "sku-1": 10]
         run.snapshot.balances = ["user-0": 1_000, "user-1": 1_000]
-        for rm in ["inventory", "orders", "accounts"] { run.snapshot.ledgers[rm] = [:] }
+        for rm in ["inventory", "orders", "accounts", "tickets"] { run.snapshot.ledgers[rm] = [:] }
+        run.snapshot.orderRMs = ["orders"]
         run.commit("t1", order)
         run.commit("t3", HistoryEvent.Order(user: "user-1", sku: "sku-1", qty: 1, amount: 50))
         for rm in ["inventory", "orders"] { run.snapshot.ledgers[rm]!["t2"] = LedgerEntry(outcome: .abort, epoch: e1, seenEpoch: e1) }
@@ -200,7 +218,12 @@ struct Scenario {
         snapshot.orders[txn] = ClusterSnapshot.Order(user: order.user, sku: order.sku, qty: order.qty, amount: order.amount)
         snapshot.balances[order.user]! -= order.amount
         snapshot.debits[txn] = (order.user, order.amount)
-        for rm in ["inventory", "orders", "accounts"] { snapshot.ledgers[rm]![txn] = LedgerEntry(outcome: .commit, epoch: e1, seenEpoch: e1) }
+        let participants = ["inventory", "orders", "accounts"]
+        for rm in participants { snapshot.ledgers[rm]![txn] = LedgerEntry(outcome: .commit, epoch: e1, seenEpoch: e1, participants: participants) }
+    }
+
+    func checkState() -> VerificationReport {
+        Checker.checkState(snapshot, initial: initial, quiet: quiet)
     }
 
     func verify() -> VerificationReport {

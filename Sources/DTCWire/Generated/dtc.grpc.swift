@@ -1,6 +1,11 @@
 /// The wire contract of dtc: the coordinator API that clients use, and the
 /// resource-manager API that coordinators use. Regenerate the Swift with
-/// scripts/gen-proto.sh.
+/// scripts/gen-proto.sh. A participant written in another language implements the
+/// ResourceManager service as docs/participant-protocol.md describes.
+///
+/// Conventions: txn IDs are UTF-8, 1 to 128 bytes; times are milliseconds; an epoch is the
+/// pair (epoch_counter, epoch_node), ordered by counter then node, where epoch_node is the
+/// leader's 1-based position in cluster.json's `nodes` and (0, 0) means "none".
 
 // DO NOT EDIT.
 // swift-format-ignore-file
@@ -107,6 +112,13 @@ extension Dtc_V1_Coordinator {
     ///
     /// Where possible, prefer using the stricter, less-verbose ``ServiceProtocol``
     /// or ``SimpleServiceProtocol`` instead.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Served by every dtc-node on its host:port from cluster.json's `nodes`. Errors:
+    /// > INVALID_ARGUMENT (bad input, naming the field), NOT_FOUND (GetTxn of an unknown txn),
+    /// > UNAVAILABLE (no quorum or no leader for the partition yet: retry), RESOURCE_EXHAUSTED
+    /// > (in-flight limit: retry with the same txn ID), FAILED_PRECONDITION (txn ID taken).
     public protocol StreamingServiceProtocol: GRPCCore.RegistrableRPCService {
         /// Handle the "Submit" method.
         ///
@@ -172,6 +184,13 @@ extension Dtc_V1_Coordinator {
     /// trailing response metadata. If you don't need these then consider using
     /// the ``SimpleServiceProtocol``. If you need fine grained control over your RPCs then
     /// use ``StreamingServiceProtocol``.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Served by every dtc-node on its host:port from cluster.json's `nodes`. Errors:
+    /// > INVALID_ARGUMENT (bad input, naming the field), NOT_FOUND (GetTxn of an unknown txn),
+    /// > UNAVAILABLE (no quorum or no leader for the partition yet: retry), RESOURCE_EXHAUSTED
+    /// > (in-flight limit: retry with the same txn ID), FAILED_PRECONDITION (txn ID taken).
     public protocol ServiceProtocol: Dtc_V1_Coordinator.StreamingServiceProtocol {
         /// Handle the "Submit" method.
         ///
@@ -235,6 +254,13 @@ extension Dtc_V1_Coordinator {
     /// This is the highest level protocol for the service. The API is the easiest to use but
     /// doesn't provide access to request or response metadata. If you need access to these
     /// then use ``ServiceProtocol`` instead.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Served by every dtc-node on its host:port from cluster.json's `nodes`. Errors:
+    /// > INVALID_ARGUMENT (bad input, naming the field), NOT_FOUND (GetTxn of an unknown txn),
+    /// > UNAVAILABLE (no quorum or no leader for the partition yet: retry), RESOURCE_EXHAUSTED
+    /// > (in-flight limit: retry with the same txn ID), FAILED_PRECONDITION (txn ID taken).
     public protocol SimpleServiceProtocol: Dtc_V1_Coordinator.ServiceProtocol {
         /// Handle the "Submit" method.
         ///
@@ -457,6 +483,13 @@ extension Dtc_V1_Coordinator {
     ///
     /// You don't need to implement this protocol directly, use the generated
     /// implementation, ``Client``.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Served by every dtc-node on its host:port from cluster.json's `nodes`. Errors:
+    /// > INVALID_ARGUMENT (bad input, naming the field), NOT_FOUND (GetTxn of an unknown txn),
+    /// > UNAVAILABLE (no quorum or no leader for the partition yet: retry), RESOURCE_EXHAUSTED
+    /// > (in-flight limit: retry with the same txn ID), FAILED_PRECONDITION (txn ID taken).
     public protocol ClientProtocol: Sendable {
         /// Call the "Submit" method.
         ///
@@ -540,6 +573,13 @@ extension Dtc_V1_Coordinator {
     /// The ``Client`` provides an implementation of ``ClientProtocol`` which wraps
     /// a `GRPCCore.GRPCCClient`. The underlying `GRPCClient` provides the long-lived
     /// means of communication with the remote peer.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Served by every dtc-node on its host:port from cluster.json's `nodes`. Errors:
+    /// > INVALID_ARGUMENT (bad input, naming the field), NOT_FOUND (GetTxn of an unknown txn),
+    /// > UNAVAILABLE (no quorum or no leader for the partition yet: retry), RESOURCE_EXHAUSTED
+    /// > (in-flight limit: retry with the same txn ID), FAILED_PRECONDITION (txn ID taken).
     public struct Client<Transport>: ClientProtocol where Transport: GRPCCore.ClientTransport {
         private let client: GRPCCore.GRPCClient<Transport>
 
@@ -975,13 +1015,18 @@ extension Dtc_V1_ResourceManager {
     ///
     /// Where possible, prefer using the stricter, less-verbose ``ServiceProtocol``
     /// or ``SimpleServiceProtocol`` instead.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Served by every participant on its host:port from cluster.json's `rms`.
     public protocol StreamingServiceProtocol: GRPCCore.RegistrableRPCService {
         /// Handle the "Exchange" method.
         ///
         /// > Source IDL Documentation:
         /// >
         /// > One long-lived stream per coordinator node: a slow PREPARE (waiting for a lock) never
-        /// > holds up the replies of others, and many txns share each message.
+        /// > holds up the replies of others, and many txns share each message. A malformed message
+        /// > ends the stream with INVALID_ARGUMENT.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Dtc_V1_RMRequest` messages.
@@ -996,6 +1041,10 @@ extension Dtc_V1_ResourceManager {
         ) async throws -> GRPCCore.StreamingServerResponse<Dtc_V1_RMResponse>
 
         /// Handle the "Scan" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Reads committed data, for checkers (dtc check, dtc verify).
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Dtc_V1_ScanRequest` messages.
@@ -1031,13 +1080,18 @@ extension Dtc_V1_ResourceManager {
     /// trailing response metadata. If you don't need these then consider using
     /// the ``SimpleServiceProtocol``. If you need fine grained control over your RPCs then
     /// use ``StreamingServiceProtocol``.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Served by every participant on its host:port from cluster.json's `rms`.
     public protocol ServiceProtocol: Dtc_V1_ResourceManager.StreamingServiceProtocol {
         /// Handle the "Exchange" method.
         ///
         /// > Source IDL Documentation:
         /// >
         /// > One long-lived stream per coordinator node: a slow PREPARE (waiting for a lock) never
-        /// > holds up the replies of others, and many txns share each message.
+        /// > holds up the replies of others, and many txns share each message. A malformed message
+        /// > ends the stream with INVALID_ARGUMENT.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Dtc_V1_RMRequest` messages.
@@ -1052,6 +1106,10 @@ extension Dtc_V1_ResourceManager {
         ) async throws -> GRPCCore.StreamingServerResponse<Dtc_V1_RMResponse>
 
         /// Handle the "Scan" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Reads committed data, for checkers (dtc check, dtc verify).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Dtc_V1_ScanRequest` message.
@@ -1085,13 +1143,18 @@ extension Dtc_V1_ResourceManager {
     /// This is the highest level protocol for the service. The API is the easiest to use but
     /// doesn't provide access to request or response metadata. If you need access to these
     /// then use ``ServiceProtocol`` instead.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Served by every participant on its host:port from cluster.json's `rms`.
     public protocol SimpleServiceProtocol: Dtc_V1_ResourceManager.ServiceProtocol {
         /// Handle the "Exchange" method.
         ///
         /// > Source IDL Documentation:
         /// >
         /// > One long-lived stream per coordinator node: a slow PREPARE (waiting for a lock) never
-        /// > holds up the replies of others, and many txns share each message.
+        /// > holds up the replies of others, and many txns share each message. A malformed message
+        /// > ends the stream with INVALID_ARGUMENT.
         ///
         /// - Parameters:
         ///   - request: A stream of `Dtc_V1_RMRequest` messages.
@@ -1107,6 +1170,10 @@ extension Dtc_V1_ResourceManager {
         ) async throws
 
         /// Handle the "Scan" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Reads committed data, for checkers (dtc check, dtc verify).
         ///
         /// - Parameters:
         ///   - request: A `Dtc_V1_ScanRequest` message.
@@ -1257,13 +1324,18 @@ extension Dtc_V1_ResourceManager {
     ///
     /// You don't need to implement this protocol directly, use the generated
     /// implementation, ``Client``.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Served by every participant on its host:port from cluster.json's `rms`.
     public protocol ClientProtocol: Sendable {
         /// Call the "Exchange" method.
         ///
         /// > Source IDL Documentation:
         /// >
         /// > One long-lived stream per coordinator node: a slow PREPARE (waiting for a lock) never
-        /// > holds up the replies of others, and many txns share each message.
+        /// > holds up the replies of others, and many txns share each message. A malformed message
+        /// > ends the stream with INVALID_ARGUMENT.
         ///
         /// - Parameters:
         ///   - request: A streaming request producing `Dtc_V1_RMRequest` messages.
@@ -1283,6 +1355,10 @@ extension Dtc_V1_ResourceManager {
         ) async throws -> Result where Result: Sendable
 
         /// Call the "Scan" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Reads committed data, for checkers (dtc check, dtc verify).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Dtc_V1_ScanRequest` message.
@@ -1326,6 +1402,10 @@ extension Dtc_V1_ResourceManager {
     /// The ``Client`` provides an implementation of ``ClientProtocol`` which wraps
     /// a `GRPCCore.GRPCCClient`. The underlying `GRPCClient` provides the long-lived
     /// means of communication with the remote peer.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Served by every participant on its host:port from cluster.json's `rms`.
     public struct Client<Transport>: ClientProtocol where Transport: GRPCCore.ClientTransport {
         private let client: GRPCCore.GRPCClient<Transport>
 
@@ -1342,7 +1422,8 @@ extension Dtc_V1_ResourceManager {
         /// > Source IDL Documentation:
         /// >
         /// > One long-lived stream per coordinator node: a slow PREPARE (waiting for a lock) never
-        /// > holds up the replies of others, and many txns share each message.
+        /// > holds up the replies of others, and many txns share each message. A malformed message
+        /// > ends the stream with INVALID_ARGUMENT.
         ///
         /// - Parameters:
         ///   - request: A streaming request producing `Dtc_V1_RMRequest` messages.
@@ -1371,6 +1452,10 @@ extension Dtc_V1_ResourceManager {
         }
 
         /// Call the "Scan" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Reads committed data, for checkers (dtc check, dtc verify).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Dtc_V1_ScanRequest` message.
@@ -1440,7 +1525,8 @@ extension Dtc_V1_ResourceManager.ClientProtocol {
     /// > Source IDL Documentation:
     /// >
     /// > One long-lived stream per coordinator node: a slow PREPARE (waiting for a lock) never
-    /// > holds up the replies of others, and many txns share each message.
+    /// > holds up the replies of others, and many txns share each message. A malformed message
+    /// > ends the stream with INVALID_ARGUMENT.
     ///
     /// - Parameters:
     ///   - request: A streaming request producing `Dtc_V1_RMRequest` messages.
@@ -1464,6 +1550,10 @@ extension Dtc_V1_ResourceManager.ClientProtocol {
     }
 
     /// Call the "Scan" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Reads committed data, for checkers (dtc check, dtc verify).
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Dtc_V1_ScanRequest` message.
@@ -1522,7 +1612,8 @@ extension Dtc_V1_ResourceManager.ClientProtocol {
     /// > Source IDL Documentation:
     /// >
     /// > One long-lived stream per coordinator node: a slow PREPARE (waiting for a lock) never
-    /// > holds up the replies of others, and many txns share each message.
+    /// > holds up the replies of others, and many txns share each message. A malformed message
+    /// > ends the stream with INVALID_ARGUMENT.
     ///
     /// - Parameters:
     ///   - metadata: Additional metadata to send, defaults to empty.
@@ -1551,6 +1642,10 @@ extension Dtc_V1_ResourceManager.ClientProtocol {
     }
 
     /// Call the "Scan" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Reads committed data, for checkers (dtc check, dtc verify).
     ///
     /// - Parameters:
     ///   - message: request message to send.
@@ -1687,6 +1782,10 @@ extension Dtc_V1_Replica {
     ///
     /// Where possible, prefer using the stricter, less-verbose ``ServiceProtocol``
     /// or ``SimpleServiceProtocol`` instead.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Node to node only; participants never call it.
     public protocol StreamingServiceProtocol: GRPCCore.RegistrableRPCService {
         /// Handle the "Heartbeat" method.
         ///
@@ -1738,6 +1837,10 @@ extension Dtc_V1_Replica {
     /// trailing response metadata. If you don't need these then consider using
     /// the ``SimpleServiceProtocol``. If you need fine grained control over your RPCs then
     /// use ``StreamingServiceProtocol``.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Node to node only; participants never call it.
     public protocol ServiceProtocol: Dtc_V1_Replica.StreamingServiceProtocol {
         /// Handle the "Heartbeat" method.
         ///
@@ -1787,6 +1890,10 @@ extension Dtc_V1_Replica {
     /// This is the highest level protocol for the service. The API is the easiest to use but
     /// doesn't provide access to request or response metadata. If you need access to these
     /// then use ``ServiceProtocol`` instead.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Node to node only; participants never call it.
     public protocol SimpleServiceProtocol: Dtc_V1_Replica.ServiceProtocol {
         /// Handle the "Heartbeat" method.
         ///
@@ -1954,6 +2061,10 @@ extension Dtc_V1_Replica {
     ///
     /// You don't need to implement this protocol directly, use the generated
     /// implementation, ``Client``.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Node to node only; participants never call it.
     public protocol ClientProtocol: Sendable {
         /// Call the "Heartbeat" method.
         ///
@@ -2018,6 +2129,10 @@ extension Dtc_V1_Replica {
     /// The ``Client`` provides an implementation of ``ClientProtocol`` which wraps
     /// a `GRPCCore.GRPCCClient`. The underlying `GRPCClient` provides the long-lived
     /// means of communication with the remote peer.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Node to node only; participants never call it.
     public struct Client<Transport>: ClientProtocol where Transport: GRPCCore.ClientTransport {
         private let client: GRPCCore.GRPCClient<Transport>
 

@@ -10,7 +10,12 @@
 
 /// The wire contract of dtc: the coordinator API that clients use, and the
 /// resource-manager API that coordinators use. Regenerate the Swift with
-/// scripts/gen-proto.sh.
+/// scripts/gen-proto.sh. A participant written in another language implements the
+/// ResourceManager service as docs/participant-protocol.md describes.
+///
+/// Conventions: txn IDs are UTF-8, 1 to 128 bytes; times are milliseconds; an epoch is the
+/// pair (epoch_counter, epoch_node), ordered by counter then node, where epoch_node is the
+/// leader's 1-based position in cluster.json's `nodes` and (0, 0) means "none".
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -29,9 +34,12 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
+/// A txn's state as the coordinator reports it. UNSPECIFIED is never sent.
 public nonisolated enum Dtc_V1_TxnState: SwiftProtobuf.Enum, Swift.CaseIterable {
   public typealias RawValue = Int
   case unspecified // = 0
+
+  /// Not decided yet (Resolve: ask again later).
   case preparing // = 1
   case committed // = 2
   case aborted // = 3
@@ -71,14 +79,23 @@ public nonisolated enum Dtc_V1_TxnState: SwiftProtobuf.Enum, Swift.CaseIterable 
 
 }
 
+/// One branch's progress as the partition's leader sees it (GetTxn). UNSPECIFIED is never sent.
 public nonisolated enum Dtc_V1_BranchState: SwiftProtobuf.Enum, Swift.CaseIterable {
   public typealias RawValue = Int
   case unspecified // = 0
+
+  /// PREPARE sent, no vote yet.
   case preparing // = 1
   case votedYes // = 2
   case votedNo // = 3
+
+  /// The participant acknowledged the COMMIT.
   case committed // = 4
+
+  /// The participant acknowledged the ROLLBACK.
   case rolledBack // = 5
+
+  /// Decided; the decision is sent (and resent) until the participant acknowledges it.
   case deciding // = 6
   case UNRECOGNIZED(Int)
 
@@ -125,6 +142,47 @@ public nonisolated enum Dtc_V1_BranchState: SwiftProtobuf.Enum, Swift.CaseIterab
 
 }
 
+/// What a participant keeps: its committed state, its ledger of finished txns (key: txn ID,
+/// value: a ledger entry, docs/participant-protocol.md "Ledger"), and its prepared txns (key:
+/// txn ID).
+public nonisolated enum Dtc_V1_ScanSpace: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case state // = 0
+  case ledger // = 1
+  case prepared // = 2
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .state
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .state
+    case 1: self = .ledger
+    case 2: self = .prepared
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .state: return 0
+    case .ledger: return 1
+    case .prepared: return 2
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Dtc_V1_ScanSpace] = [
+    .state,
+    .ledger,
+    .prepared,
+  ]
+
+}
+
 public nonisolated enum Dtc_V1_CutDirection: SwiftProtobuf.Enum, Swift.CaseIterable {
   public typealias RawValue = Int
   case both // = 0
@@ -167,111 +225,39 @@ public nonisolated enum Dtc_V1_CutDirection: SwiftProtobuf.Enum, Swift.CaseItera
 
 }
 
-public nonisolated struct Dtc_V1_Reserve: Sendable {
-  // SwiftProtobuf.Message conformance is added in an extension below. See the
-  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
-  // methods supported on all messages.
-
-  public var orderID: String = String()
-
-  public var sku: String = String()
-
-  public var qty: Int64 = 0
-
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
-
-  public init() {}
-}
-
-public nonisolated struct Dtc_V1_CreateOrder: Sendable {
-  // SwiftProtobuf.Message conformance is added in an extension below. See the
-  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
-  // methods supported on all messages.
-
-  public var orderID: String = String()
-
-  public var userID: String = String()
-
-  public var sku: String = String()
-
-  public var qty: Int64 = 0
-
-  public var amount: Int64 = 0
-
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
-
-  public init() {}
-}
-
-public nonisolated struct Dtc_V1_Debit: Sendable {
-  // SwiftProtobuf.Message conformance is added in an extension below. See the
-  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
-  // methods supported on all messages.
-
-  public var orderID: String = String()
-
-  public var userID: String = String()
-
-  public var amount: Int64 = 0
-
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
-
-  public init() {}
-}
-
-/// One RM's part of a txn.
+/// One participant's part of a txn. The coordinator never decodes the payload: it checks the
+/// participant's name, duplicates and sizes, logs the branch and relays it in PREPARE.
 public nonisolated struct Dtc_V1_Branch: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The participant's name: an RM in cluster.json.
   public var rm: String = String()
 
-  public var op: Dtc_V1_Branch.OneOf_Op? = nil
+  /// A short label for humans and metrics (at most 64 bytes), e.g. "reserve"; not empty.
+  public var kind: String = String()
 
-  public var reserve: Dtc_V1_Reserve {
-    get {
-      if case .reserve(let v)? = op {return v}
-      return Dtc_V1_Reserve()
-    }
-    set {op = .reserve(newValue)}
-  }
-
-  public var createOrder: Dtc_V1_CreateOrder {
-    get {
-      if case .createOrder(let v)? = op {return v}
-      return Dtc_V1_CreateOrder()
-    }
-    set {op = .createOrder(newValue)}
-  }
-
-  public var debit: Dtc_V1_Debit {
-    get {
-      if case .debit(let v)? = op {return v}
-      return Dtc_V1_Debit()
-    }
-    set {op = .debit(newValue)}
-  }
+  /// What only the participant reads; not empty, at most cluster.json's
+  /// limits.payloadBytesMax (64 KiB by default).
+  public var payload: Data = Data()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
-
-  public nonisolated enum OneOf_Op: Equatable, Sendable {
-    case reserve(Dtc_V1_Reserve)
-    case createOrder(Dtc_V1_CreateOrder)
-    case debit(Dtc_V1_Debit)
-
-  }
 
   public init() {}
 }
 
+/// Runs a txn. Submitting a known txn ID with the same branches is answered with its state
+/// (idempotent); with other branches it is refused with FAILED_PRECONDITION.
 public nonisolated struct Dtc_V1_SubmitRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Chosen by the client; 1 to 128 bytes of UTF-8. Decides the partition (HashRing.swift).
   public var txnID: String = String()
 
+  /// 1 to 16 branches, at most one per participant.
   public var branches: [Dtc_V1_Branch] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -279,15 +265,19 @@ public nonisolated struct Dtc_V1_SubmitRequest: Sendable {
   public init() {}
 }
 
+/// Answered by a node that does not lead the txn's partition: ask `address` instead.
 public nonisolated struct Dtc_V1_Redirect: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The node believed to lead the partition (a name from cluster.json's `nodes`).
   public var node: String = String()
 
+  /// Its host:port from cluster.json; empty if that name is not in the config.
   public var address: String = String()
 
+  /// The txn's partition.
   public var partition: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -295,6 +285,7 @@ public nonisolated struct Dtc_V1_Redirect: Sendable {
   public init() {}
 }
 
+/// How a txn ended, or that it has not ended yet (PREPARING, from Resolve only).
 public nonisolated struct Dtc_V1_TxnOutcome: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -304,10 +295,13 @@ public nonisolated struct Dtc_V1_TxnOutcome: Sendable {
 
   public var state: Dtc_V1_TxnState = .unspecified
 
+  /// Why it aborted, e.g. "inventory voted NO: ..."; empty unless ABORTED.
   public var reason: String = String()
 
+  /// The txn's partition.
   public var partition: UInt32 = 0
 
+  /// The node that answered (the partition's leader).
   public var node: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -315,6 +309,8 @@ public nonisolated struct Dtc_V1_TxnOutcome: Sendable {
   public init() {}
 }
 
+/// Exactly one of the two is set. `outcome` is COMMITTED or ABORTED and is sent only once
+/// the decision is durable on a quorum of the partition's replica group.
 public nonisolated struct Dtc_V1_SubmitResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -354,6 +350,7 @@ public nonisolated struct Dtc_V1_GetTxnRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// 1 to 128 bytes; an unknown txn is NOT_FOUND.
   public var txnID: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -361,22 +358,32 @@ public nonisolated struct Dtc_V1_GetTxnRequest: Sendable {
   public init() {}
 }
 
+/// One branch of a txn in GetTxn.
 public nonisolated struct Dtc_V1_BranchStatus: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The participant's name.
   public var rm: String = String()
 
   public var state: Dtc_V1_BranchState = .unspecified
 
+  /// The participant's reason when VOTED_NO; empty otherwise.
   public var reason: String = String()
+
+  /// The branch's kind, as submitted.
+  public var kind: String = String()
+
+  /// The payload's size; GetTxn never returns a payload.
+  public var payloadBytes: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 }
 
+/// Exactly one of the two is set.
 public nonisolated struct Dtc_V1_GetTxnResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -425,10 +432,14 @@ public nonisolated struct Dtc_V1_TxnDetail: Sendable {
   /// Clears the value of `outcome`. Subsequent reads from it will return its default value.
   public mutating func clearOutcome() {self._outcome = nil}
 
+  /// In submission order; empty for a txn known only from a tombstone (an ABORT recorded by
+  /// Resolve for a txn the partition never started).
   public var branches: [Dtc_V1_BranchStatus] = []
 
+  /// The txn's start stamp (the one sent in its PREPAREs); 0 for a tombstone.
   public var startStamp: UInt64 = 0
 
+  /// The counter of the epoch at which the answering node leads the partition now.
   public var epochCounter: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -448,6 +459,7 @@ public nonisolated struct Dtc_V1_StatusRequest: Sendable {
   public init() {}
 }
 
+/// A partition the answering node leads.
 public nonisolated struct Dtc_V1_PartitionStatus: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -455,10 +467,12 @@ public nonisolated struct Dtc_V1_PartitionStatus: Sendable {
 
   public var partition: UInt32 = 0
 
+  /// The epoch at which this node leads it.
   public var epochCounter: UInt64 = 0
 
   public var epochNode: UInt32 = 0
 
+  /// Txns of the partition started and not yet acknowledged by all their participants.
   public var inFlight: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -472,10 +486,13 @@ public nonisolated struct Dtc_V1_PeerView: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The peer's name in cluster.json.
   public var node: String = String()
 
+  /// Heard from (a heartbeat either way) within timing.suspicionTimeoutMs.
   public var alive: Bool = false
 
+  /// Milliseconds since it was last heard from; 2^64-1 if never.
   public var lastHeardMsAgo: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -483,37 +500,47 @@ public nonisolated struct Dtc_V1_PeerView: Sendable {
   public init() {}
 }
 
+/// A node's counters. Counts are since the process started unless said otherwise.
 public nonisolated struct Dtc_V1_StatusResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The node's name.
   public var node: String = String()
 
+  /// The partitions this node leads now (none: it only follows).
   public var partitions: [Dtc_V1_PartitionStatus] = []
 
+  /// Txns in flight over every partition it leads.
   public var inFlight: UInt64 = 0
 
+  /// Decisions this node made: COMMITs; ABORTs (Resolve's tombstones included).
   public var committed: UInt64 = 0
 
   public var aborted: UInt64 = 0
 
+  /// Undecided or unacknowledged txns taken on by its takeovers.
   public var recovered: UInt64 = 0
 
   /// Rows (one per txn) this node holds, of partitions it leads or replicates.
   public var logRecords: UInt64 = 0
 
+  /// fsyncs of its log.
   public var logSyncs: UInt64 = 0
 
   public var uptimeMs: UInt64 = 0
 
+  /// One entry per other node in cluster.json.
   public var peers: [Dtc_V1_PeerView] = []
 
   /// Rows trimmed from the log after their retention.
   public var trimmed: UInt64 = 0
 
+  /// True once it has heard its peers' epochs and may take part (false: joining).
   public var ready: Bool = false
 
+  /// Partitions this node has taken over (each one counted).
   public var takeovers: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -527,8 +554,10 @@ public nonisolated struct Dtc_V1_ResolveRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The prepared txn.
   public var txnID: String = String()
 
+  /// The txn's own partition: Prepare.sender.partition. Any other is INVALID_ARGUMENT.
   public var partition: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -536,6 +565,9 @@ public nonisolated struct Dtc_V1_ResolveRequest: Sendable {
   public init() {}
 }
 
+/// Exactly one of the two is set. `outcome` is PREPARING (undecided: ask again later),
+/// COMMITTED or ABORTED. A txn the partition never heard of is aborted first (recorded on a
+/// quorum), then answered ABORTED.
 public nonisolated struct Dtc_V1_ResolveResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -576,12 +608,17 @@ public nonisolated struct Dtc_V1_Sender: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The txn's partition (its Resolve goes to this partition).
   public var partition: UInt32 = 0
 
+  /// The leader's epoch for the partition; decisions from an epoch lower than the highest
+  /// seen for the txn are refused.
   public var epochCounter: UInt64 = 0
 
+  /// The leader's 1-based position in cluster.json's `nodes`.
   public var epochNode: UInt32 = 0
 
+  /// The leader's name.
   public var node: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -589,13 +626,23 @@ public nonisolated struct Dtc_V1_Sender: Sendable {
   public init() {}
 }
 
+/// PREPARE: lock, check and durably prepare the branch, then vote.
 public nonisolated struct Dtc_V1_Prepare: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Every participant of the txn, this one included (names from cluster.json). A participant
+  /// keeps them in its ledger entry, so checkers can tell from the ledgers alone whether every
+  /// branch of a committed txn committed.
+  public var participants: [String] = []
+
+  /// 1 to 128 bytes; empty or longer is INVALID_ARGUMENT.
   public var txnID: String = String()
 
+  /// Wait-die age: a smaller stamp is an older txn. Set by the leader at Submit, unique per
+  /// txn: (max(unix_ms << 12, its previous value + 1) << 4) | the leader's 0-based index in
+  /// cluster.json's `nodes`.
   public var startStamp: UInt64 = 0
 
   public var sender: Dtc_V1_Sender {
@@ -607,6 +654,7 @@ public nonisolated struct Dtc_V1_Prepare: Sendable {
   /// Clears the value of `sender`. Subsequent reads from it will return its default value.
   public mutating func clearSender() {self._sender = nil}
 
+  /// This participant's branch (kind not empty, else INVALID_ARGUMENT).
   public var branch: Dtc_V1_Branch {
     get {_branch ?? Dtc_V1_Branch()}
     set {_branch = newValue}
@@ -624,6 +672,7 @@ public nonisolated struct Dtc_V1_Prepare: Sendable {
   fileprivate var _branch: Dtc_V1_Branch? = nil
 }
 
+/// The RM's answer to a PREPARE, sent on the stream the PREPARE came on.
 public nonisolated struct Dtc_V1_Vote: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -631,8 +680,10 @@ public nonisolated struct Dtc_V1_Vote: Sendable {
 
   public var txnID: String = String()
 
+  /// True only once the branch's prepared state is durable.
   public var yes: Bool = false
 
+  /// Why NO, e.g. "wait-die: younger than lock holder t-7"; empty for YES.
   public var reason: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -640,11 +691,13 @@ public nonisolated struct Dtc_V1_Vote: Sendable {
   public init() {}
 }
 
+/// COMMIT (commit = true) or ROLLBACK (commit = false); resent until acknowledged.
 public nonisolated struct Dtc_V1_Decision: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// 1 to 128 bytes; empty or longer is INVALID_ARGUMENT.
   public var txnID: String = String()
 
   public var commit: Bool = false
@@ -665,6 +718,7 @@ public nonisolated struct Dtc_V1_Decision: Sendable {
   fileprivate var _sender: Dtc_V1_Sender? = nil
 }
 
+/// The RM's answer to a decision, sent on the stream the decision came on.
 public nonisolated struct Dtc_V1_Ack: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -672,9 +726,12 @@ public nonisolated struct Dtc_V1_Ack: Sendable {
 
   public var txnID: String = String()
 
-  /// False when the RM refused the decision (a stale epoch); the reason says why.
+  /// False when the RM refused the decision (a stale epoch, a COMMIT of a txn it never
+  /// prepared, a decision contradicting the one applied); the reason says why. The
+  /// coordinator counts either value as acknowledged and stops resending.
   public var accepted: Bool = false
 
+  /// Why it was refused; empty when accepted.
   public var reason: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -682,16 +739,22 @@ public nonisolated struct Dtc_V1_Ack: Sendable {
   public init() {}
 }
 
+/// One page of a space, keys in ascending byte order (their UTF-8).
 public nonisolated struct Dtc_V1_ScanRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Only keys that start with it; empty: every key.
   public var prefix: String = String()
 
+  /// Only keys strictly greater; empty: from the first. Pass the last key of a page for the next.
   public var after: String = String()
 
+  /// Entries per page; 0 means 1,000; over 10,000 is INVALID_ARGUMENT.
   public var limit: UInt32 = 0
+
+  public var space: Dtc_V1_ScanSpace = .state
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -705,6 +768,8 @@ public nonisolated struct Dtc_V1_Entry: Sendable {
 
   public var key: String = String()
 
+  /// The stored value (STATE: the participant's own bytes; LEDGER: a 30-byte ledger entry;
+  /// PREPARED: the participant's own encoding).
   public var value: Data = Data()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -719,6 +784,7 @@ public nonisolated struct Dtc_V1_ScanResponse: Sendable {
 
   public var entries: [Dtc_V1_Entry] = []
 
+  /// True when more entries match after the last one returned.
   public var more: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -736,28 +802,47 @@ public nonisolated struct Dtc_V1_RMStatusRequest: Sendable {
   public init() {}
 }
 
+/// A participant's counters; counts are since the process started.
 public nonisolated struct Dtc_V1_RMStatusResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The participant's name in cluster.json's `rms`.
   public var service: String = String()
 
+  /// Txns prepared now (YES given, no decision yet); dtc check waits until it is 0 everywhere.
   public var prepared: UInt64 = 0
 
+  /// Decisions applied durably.
   public var committed: UInt64 = 0
 
   public var aborted: UInt64 = 0
 
+  /// Keys locked now.
   public var locksHeld: UInt64 = 0
 
+  /// Decisions refused because their epoch was lower than one seen for the txn.
   public var staleEpochRefusals: UInt64 = 0
 
+  /// fsyncs of its store.
   public var logSyncs: UInt64 = 0
 
   /// Decisions that contradicted the one already applied (COMMIT after ROLLBACK or the
   /// reverse), refused; any is a violation of atomicity that dtc must never produce.
   public var conflictingDecisions: UInt64 = 0
+
+  /// Txns in progress (waiting for locks, planning, prepared, applying a decision).
+  public var active: UInt64 = 0
+
+  /// Finished txns kept in memory; older ones are answered from the ledger.
+  public var cachedFinished: UInt64 = 0
+
+  /// Look-ups of the ledger for a txn neither in progress nor in memory.
+  public var ledgerLookups: UInt64 = 0
+
+  /// NO votes given.
+  public var refused: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -787,8 +872,10 @@ public nonisolated struct Dtc_V1_RMResponse: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// One per PREPARE received on this stream (a repeat of an unanswered PREPARE shares it).
   public var votes: [Dtc_V1_Vote] = []
 
+  /// One per decision received on this stream (repeats while it is applied share one).
   public var acks: [Dtc_V1_Ack] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -812,6 +899,7 @@ public nonisolated struct Dtc_V1_Append: Sendable {
 
   public var ticket: UInt64 = 0
 
+  /// Log records (LogRecord encoding, Messages.swift), in order.
   public var records: [Data] = []
 
   /// Set on the appends a leader sends first on a new stream: the records of every txn of the
@@ -823,6 +911,7 @@ public nonisolated struct Dtc_V1_Append: Sendable {
   public init() {}
 }
 
+/// Appends of any number of partitions, in one stream message.
 public nonisolated struct Dtc_V1_AppendBatch: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -842,11 +931,13 @@ public nonisolated struct Dtc_V1_AppendAck: Sendable {
 
   public var partition: UInt32 = 0
 
+  /// Every append of the partition up to this ticket is durable at the follower.
   public var ticket: UInt64 = 0
 
   /// False when the follower has promised a higher epoch: the sender must step down.
   public var accepted: Bool = false
 
+  /// When refused: the epoch the follower has promised ((0, 0) if it is not ready yet).
   public var promisedCounter: UInt64 = 0
 
   public var promisedNode: UInt32 = 0
@@ -874,8 +965,10 @@ public nonisolated struct Dtc_V1_FenceRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The candidate's node name.
   public var candidate: String = String()
 
+  /// Each partition with the epoch asked for (`leader` unused).
   public var partitions: [Dtc_V1_PartitionEpoch] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -890,6 +983,7 @@ public nonisolated struct Dtc_V1_PartitionPromise: Sendable {
 
   public var partition: UInt32 = 0
 
+  /// True when the member promised the candidate's epoch (durably, before answering).
   public var promised: Bool = false
 
   /// The epoch promised: the candidate's if `promised`, else the higher one that refused it.
@@ -917,6 +1011,7 @@ public nonisolated struct Dtc_V1_FenceResponse: Sendable {
   public init() {}
 }
 
+/// A partition and an epoch (and, in a heartbeat's `leads`, the node leading at that epoch).
 public nonisolated struct Dtc_V1_PartitionEpoch: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -928,6 +1023,7 @@ public nonisolated struct Dtc_V1_PartitionEpoch: Sendable {
 
   public var epochNode: UInt32 = 0
 
+  /// The leader's node name in a heartbeat's `leads`; empty elsewhere.
   public var leader: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -940,8 +1036,10 @@ public nonisolated struct Dtc_V1_HeartbeatRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The sender's node name (must be in cluster.json, else INVALID_ARGUMENT).
   public var node: String = String()
 
+  /// Every partition the sender leads, with its epoch.
   public var leads: [Dtc_V1_PartitionEpoch] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -954,8 +1052,10 @@ public nonisolated struct Dtc_V1_HeartbeatResponse: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The answering node's name.
   public var node: String = String()
 
+  /// Every partition it leads, with its epoch.
   public var leads: [Dtc_V1_PartitionEpoch] = []
 
   /// The highest epoch this node has promised or seen per partition, for rejoining nodes.
@@ -1010,6 +1110,7 @@ public nonisolated struct Dtc_V1_CutOff: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Process names from cluster.json; empty: cut off from none.
   public var from: [String] = []
 
   public var direction: Dtc_V1_CutDirection = .both
@@ -1074,6 +1175,7 @@ public nonisolated struct Dtc_V1_FaultCounters: Sendable {
 
   public var duplicated: UInt64 = 0
 
+  /// Messages lost to a cut-off.
   public var cut: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -1081,11 +1183,13 @@ public nonisolated struct Dtc_V1_FaultCounters: Sendable {
   public init() {}
 }
 
+/// A process's faults now (after the change, for SetFaults).
 public nonisolated struct Dtc_V1_FaultsResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The process's name in cluster.json.
   public var process: String = String()
 
   public var link: Dtc_V1_LinkFaults {
@@ -1136,143 +1240,17 @@ nonisolated extension Dtc_V1_BranchState: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0BRANCH_STATE_UNSPECIFIED\0\u{1}BRANCH_STATE_PREPARING\0\u{1}BRANCH_STATE_VOTED_YES\0\u{1}BRANCH_STATE_VOTED_NO\0\u{1}BRANCH_STATE_COMMITTED\0\u{1}BRANCH_STATE_ROLLED_BACK\0\u{1}BRANCH_STATE_DECIDING\0")
 }
 
+nonisolated extension Dtc_V1_ScanSpace: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0SCAN_SPACE_STATE\0\u{1}SCAN_SPACE_LEDGER\0\u{1}SCAN_SPACE_PREPARED\0")
+}
+
 nonisolated extension Dtc_V1_CutDirection: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CUT_DIRECTION_BOTH\0\u{1}CUT_DIRECTION_IN\0\u{1}CUT_DIRECTION_OUT\0")
 }
 
-nonisolated extension Dtc_V1_Reserve: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".Reserve"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}order_id\0\u{1}sku\0\u{1}qty\0")
-
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.orderID) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.sku) }()
-      case 3: try { try decoder.decodeSingularInt64Field(value: &self.qty) }()
-      default: break
-      }
-    }
-  }
-
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if !self.orderID.isEmpty {
-      try visitor.visitSingularStringField(value: self.orderID, fieldNumber: 1)
-    }
-    if !self.sku.isEmpty {
-      try visitor.visitSingularStringField(value: self.sku, fieldNumber: 2)
-    }
-    if self.qty != 0 {
-      try visitor.visitSingularInt64Field(value: self.qty, fieldNumber: 3)
-    }
-    try unknownFields.traverse(visitor: &visitor)
-  }
-
-  public static func ==(lhs: Dtc_V1_Reserve, rhs: Dtc_V1_Reserve) -> Bool {
-    if lhs.orderID != rhs.orderID {return false}
-    if lhs.sku != rhs.sku {return false}
-    if lhs.qty != rhs.qty {return false}
-    if lhs.unknownFields != rhs.unknownFields {return false}
-    return true
-  }
-}
-
-nonisolated extension Dtc_V1_CreateOrder: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".CreateOrder"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}order_id\0\u{3}user_id\0\u{1}sku\0\u{1}qty\0\u{1}amount\0")
-
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.orderID) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.userID) }()
-      case 3: try { try decoder.decodeSingularStringField(value: &self.sku) }()
-      case 4: try { try decoder.decodeSingularInt64Field(value: &self.qty) }()
-      case 5: try { try decoder.decodeSingularInt64Field(value: &self.amount) }()
-      default: break
-      }
-    }
-  }
-
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if !self.orderID.isEmpty {
-      try visitor.visitSingularStringField(value: self.orderID, fieldNumber: 1)
-    }
-    if !self.userID.isEmpty {
-      try visitor.visitSingularStringField(value: self.userID, fieldNumber: 2)
-    }
-    if !self.sku.isEmpty {
-      try visitor.visitSingularStringField(value: self.sku, fieldNumber: 3)
-    }
-    if self.qty != 0 {
-      try visitor.visitSingularInt64Field(value: self.qty, fieldNumber: 4)
-    }
-    if self.amount != 0 {
-      try visitor.visitSingularInt64Field(value: self.amount, fieldNumber: 5)
-    }
-    try unknownFields.traverse(visitor: &visitor)
-  }
-
-  public static func ==(lhs: Dtc_V1_CreateOrder, rhs: Dtc_V1_CreateOrder) -> Bool {
-    if lhs.orderID != rhs.orderID {return false}
-    if lhs.userID != rhs.userID {return false}
-    if lhs.sku != rhs.sku {return false}
-    if lhs.qty != rhs.qty {return false}
-    if lhs.amount != rhs.amount {return false}
-    if lhs.unknownFields != rhs.unknownFields {return false}
-    return true
-  }
-}
-
-nonisolated extension Dtc_V1_Debit: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".Debit"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}order_id\0\u{3}user_id\0\u{1}amount\0")
-
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.orderID) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.userID) }()
-      case 3: try { try decoder.decodeSingularInt64Field(value: &self.amount) }()
-      default: break
-      }
-    }
-  }
-
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if !self.orderID.isEmpty {
-      try visitor.visitSingularStringField(value: self.orderID, fieldNumber: 1)
-    }
-    if !self.userID.isEmpty {
-      try visitor.visitSingularStringField(value: self.userID, fieldNumber: 2)
-    }
-    if self.amount != 0 {
-      try visitor.visitSingularInt64Field(value: self.amount, fieldNumber: 3)
-    }
-    try unknownFields.traverse(visitor: &visitor)
-  }
-
-  public static func ==(lhs: Dtc_V1_Debit, rhs: Dtc_V1_Debit) -> Bool {
-    if lhs.orderID != rhs.orderID {return false}
-    if lhs.userID != rhs.userID {return false}
-    if lhs.amount != rhs.amount {return false}
-    if lhs.unknownFields != rhs.unknownFields {return false}
-    return true
-  }
-}
-
 nonisolated extension Dtc_V1_Branch: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Branch"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}rm\0\u{1}reserve\0\u{3}create_order\0\u{1}debit\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}rm\0\u{2}\u{4}kind\0\u{1}payload\0\u{c}\u{2}\u{1}\u{c}\u{3}\u{1}\u{c}\u{4}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1281,79 +1259,30 @@ nonisolated extension Dtc_V1_Branch: SwiftProtobuf.Message, SwiftProtobuf._Messa
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.rm) }()
-      case 2: try {
-        var v: Dtc_V1_Reserve?
-        var hadOneofValue = false
-        if let current = self.op {
-          hadOneofValue = true
-          if case .reserve(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.op = .reserve(v)
-        }
-      }()
-      case 3: try {
-        var v: Dtc_V1_CreateOrder?
-        var hadOneofValue = false
-        if let current = self.op {
-          hadOneofValue = true
-          if case .createOrder(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.op = .createOrder(v)
-        }
-      }()
-      case 4: try {
-        var v: Dtc_V1_Debit?
-        var hadOneofValue = false
-        if let current = self.op {
-          hadOneofValue = true
-          if case .debit(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.op = .debit(v)
-        }
-      }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.kind) }()
+      case 6: try { try decoder.decodeSingularBytesField(value: &self.payload) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.rm.isEmpty {
       try visitor.visitSingularStringField(value: self.rm, fieldNumber: 1)
     }
-    switch self.op {
-    case .reserve?: try {
-      guard case .reserve(let v)? = self.op else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
-    }()
-    case .createOrder?: try {
-      guard case .createOrder(let v)? = self.op else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
-    }()
-    case .debit?: try {
-      guard case .debit(let v)? = self.op else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
-    }()
-    case nil: break
+    if !self.kind.isEmpty {
+      try visitor.visitSingularStringField(value: self.kind, fieldNumber: 5)
+    }
+    if !self.payload.isEmpty {
+      try visitor.visitSingularBytesField(value: self.payload, fieldNumber: 6)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Dtc_V1_Branch, rhs: Dtc_V1_Branch) -> Bool {
     if lhs.rm != rhs.rm {return false}
-    if lhs.op != rhs.op {return false}
+    if lhs.kind != rhs.kind {return false}
+    if lhs.payload != rhs.payload {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1583,7 +1512,7 @@ nonisolated extension Dtc_V1_GetTxnRequest: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Dtc_V1_BranchStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".BranchStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}rm\0\u{1}state\0\u{1}reason\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}rm\0\u{1}state\0\u{1}reason\0\u{1}kind\0\u{3}payload_bytes\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1594,6 +1523,8 @@ nonisolated extension Dtc_V1_BranchStatus: SwiftProtobuf.Message, SwiftProtobuf.
       case 1: try { try decoder.decodeSingularStringField(value: &self.rm) }()
       case 2: try { try decoder.decodeSingularEnumField(value: &self.state) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.kind) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.payloadBytes) }()
       default: break
       }
     }
@@ -1609,6 +1540,12 @@ nonisolated extension Dtc_V1_BranchStatus: SwiftProtobuf.Message, SwiftProtobuf.
     if !self.reason.isEmpty {
       try visitor.visitSingularStringField(value: self.reason, fieldNumber: 3)
     }
+    if !self.kind.isEmpty {
+      try visitor.visitSingularStringField(value: self.kind, fieldNumber: 4)
+    }
+    if self.payloadBytes != 0 {
+      try visitor.visitSingularUInt32Field(value: self.payloadBytes, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1616,6 +1553,8 @@ nonisolated extension Dtc_V1_BranchStatus: SwiftProtobuf.Message, SwiftProtobuf.
     if lhs.rm != rhs.rm {return false}
     if lhs.state != rhs.state {return false}
     if lhs.reason != rhs.reason {return false}
+    if lhs.kind != rhs.kind {return false}
+    if lhs.payloadBytes != rhs.payloadBytes {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2080,7 +2019,7 @@ nonisolated extension Dtc_V1_Sender: SwiftProtobuf.Message, SwiftProtobuf._Messa
 
 nonisolated extension Dtc_V1_Prepare: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Prepare"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}txn_id\0\u{3}start_stamp\0\u{1}sender\0\u{1}branch\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}txn_id\0\u{3}start_stamp\0\u{1}sender\0\u{1}branch\0\u{1}participants\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2092,6 +2031,7 @@ nonisolated extension Dtc_V1_Prepare: SwiftProtobuf.Message, SwiftProtobuf._Mess
       case 2: try { try decoder.decodeSingularUInt64Field(value: &self.startStamp) }()
       case 3: try { try decoder.decodeSingularMessageField(value: &self._sender) }()
       case 4: try { try decoder.decodeSingularMessageField(value: &self._branch) }()
+      case 5: try { try decoder.decodeRepeatedStringField(value: &self.participants) }()
       default: break
       }
     }
@@ -2114,10 +2054,14 @@ nonisolated extension Dtc_V1_Prepare: SwiftProtobuf.Message, SwiftProtobuf._Mess
     try { if let v = self._branch {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
     } }()
+    if !self.participants.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.participants, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Dtc_V1_Prepare, rhs: Dtc_V1_Prepare) -> Bool {
+    if lhs.participants != rhs.participants {return false}
     if lhs.txnID != rhs.txnID {return false}
     if lhs.startStamp != rhs.startStamp {return false}
     if lhs._sender != rhs._sender {return false}
@@ -2253,7 +2197,7 @@ nonisolated extension Dtc_V1_Ack: SwiftProtobuf.Message, SwiftProtobuf._MessageI
 
 nonisolated extension Dtc_V1_ScanRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ScanRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}prefix\0\u{1}after\0\u{1}limit\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}prefix\0\u{1}after\0\u{1}limit\0\u{1}space\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2264,6 +2208,7 @@ nonisolated extension Dtc_V1_ScanRequest: SwiftProtobuf.Message, SwiftProtobuf._
       case 1: try { try decoder.decodeSingularStringField(value: &self.prefix) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.after) }()
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.limit) }()
+      case 4: try { try decoder.decodeSingularEnumField(value: &self.space) }()
       default: break
       }
     }
@@ -2279,6 +2224,9 @@ nonisolated extension Dtc_V1_ScanRequest: SwiftProtobuf.Message, SwiftProtobuf._
     if self.limit != 0 {
       try visitor.visitSingularUInt32Field(value: self.limit, fieldNumber: 3)
     }
+    if self.space != .state {
+      try visitor.visitSingularEnumField(value: self.space, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2286,6 +2234,7 @@ nonisolated extension Dtc_V1_ScanRequest: SwiftProtobuf.Message, SwiftProtobuf._
     if lhs.prefix != rhs.prefix {return false}
     if lhs.after != rhs.after {return false}
     if lhs.limit != rhs.limit {return false}
+    if lhs.space != rhs.space {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2382,7 +2331,7 @@ nonisolated extension Dtc_V1_RMStatusRequest: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Dtc_V1_RMStatusResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RMStatusResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}service\0\u{1}prepared\0\u{1}committed\0\u{1}aborted\0\u{3}locks_held\0\u{3}stale_epoch_refusals\0\u{3}log_syncs\0\u{3}conflicting_decisions\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}service\0\u{1}prepared\0\u{1}committed\0\u{1}aborted\0\u{3}locks_held\0\u{3}stale_epoch_refusals\0\u{3}log_syncs\0\u{3}conflicting_decisions\0\u{1}active\0\u{3}cached_finished\0\u{3}ledger_lookups\0\u{1}refused\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2398,6 +2347,10 @@ nonisolated extension Dtc_V1_RMStatusResponse: SwiftProtobuf.Message, SwiftProto
       case 6: try { try decoder.decodeSingularUInt64Field(value: &self.staleEpochRefusals) }()
       case 7: try { try decoder.decodeSingularUInt64Field(value: &self.logSyncs) }()
       case 8: try { try decoder.decodeSingularUInt64Field(value: &self.conflictingDecisions) }()
+      case 9: try { try decoder.decodeSingularUInt64Field(value: &self.active) }()
+      case 10: try { try decoder.decodeSingularUInt64Field(value: &self.cachedFinished) }()
+      case 11: try { try decoder.decodeSingularUInt64Field(value: &self.ledgerLookups) }()
+      case 12: try { try decoder.decodeSingularUInt64Field(value: &self.refused) }()
       default: break
       }
     }
@@ -2428,6 +2381,18 @@ nonisolated extension Dtc_V1_RMStatusResponse: SwiftProtobuf.Message, SwiftProto
     if self.conflictingDecisions != 0 {
       try visitor.visitSingularUInt64Field(value: self.conflictingDecisions, fieldNumber: 8)
     }
+    if self.active != 0 {
+      try visitor.visitSingularUInt64Field(value: self.active, fieldNumber: 9)
+    }
+    if self.cachedFinished != 0 {
+      try visitor.visitSingularUInt64Field(value: self.cachedFinished, fieldNumber: 10)
+    }
+    if self.ledgerLookups != 0 {
+      try visitor.visitSingularUInt64Field(value: self.ledgerLookups, fieldNumber: 11)
+    }
+    if self.refused != 0 {
+      try visitor.visitSingularUInt64Field(value: self.refused, fieldNumber: 12)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2440,6 +2405,10 @@ nonisolated extension Dtc_V1_RMStatusResponse: SwiftProtobuf.Message, SwiftProto
     if lhs.staleEpochRefusals != rhs.staleEpochRefusals {return false}
     if lhs.logSyncs != rhs.logSyncs {return false}
     if lhs.conflictingDecisions != rhs.conflictingDecisions {return false}
+    if lhs.active != rhs.active {return false}
+    if lhs.cachedFinished != rhs.cachedFinished {return false}
+    if lhs.ledgerLookups != rhs.ledgerLookups {return false}
+    if lhs.refused != rhs.refused {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -4,11 +4,12 @@ import DTCWire
 import Foundation
 import GRPCCore
 
-/// The RM's gRPC API: batches of PREPAREs and decisions from coordinators, and reads at
-/// committed state for the checker.
-struct ResourceManagerService: Dtc_V1_ResourceManager.SimpleServiceProtocol {
-    let runtime: RMRuntime
-    let store: RMStore
+/// A participant's gRPC API (docs/participant-protocol.md): batches of PREPAREs and decisions
+/// from coordinators on the Exchange stream, reads of its state, ledger and prepared txns for
+/// checkers, and its counters.
+struct ParticipantService: Dtc_V1_ResourceManager.SimpleServiceProtocol {
+    let runtime: ParticipantRuntime
+    let store: ParticipantStore
     static let scanLimitMax = 10_000
 
     /// One coordinator's stream: its batches go to the runtime as they arrive; replies gather
@@ -16,14 +17,16 @@ struct ResourceManagerService: Dtc_V1_ResourceManager.SimpleServiceProtocol {
     func exchange(
         request: RPCAsyncSequence<Dtc_V1_RMRequest, any Error>, response: RPCWriter<Dtc_V1_RMResponse>, context: ServerContext
     ) async throws {
-        let replies = BatchQueue<ReplySink.Reply>()
+        let replies = BatchQueue<ParticipantReply>()
+        let route = await runtime.open(replies)
+        defer { Task { await runtime.close(route) } }
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 while let batch = await replies.next() { try await response.write(Self.response(batch)) }
             }
             for try await message in request {
                 let (prepares, decisions) = try Self.validated(message)
-                await runtime.receive(prepares: prepares, decisions: decisions, replyTo: ReplySink(queue: replies))
+                await runtime.receive(prepares: prepares, decisions: decisions, from: route)
             }
             replies.close()
             try await group.waitForAll()
@@ -40,7 +43,7 @@ struct ResourceManagerService: Dtc_V1_ResourceManager.SimpleServiceProtocol {
         return (prepares, decisions)
     }
 
-    private static func response(_ batch: [ReplySink.Reply]) -> Dtc_V1_RMResponse {
+    private static func response(_ batch: [ParticipantReply]) -> Dtc_V1_RMResponse {
         var response = Dtc_V1_RMResponse()
         for reply in batch {
             switch reply {
@@ -56,7 +59,14 @@ struct ResourceManagerService: Dtc_V1_ResourceManager.SimpleServiceProtocol {
         guard limit <= Self.scanLimitMax else {
             throw RPCError(code: .invalidArgument, message: "limit \(limit) is over the maximum of \(Self.scanLimitMax)")
         }
-        let entries = try store.scan(prefix: request.prefix, after: request.after.isEmpty ? nil : request.after, limit: limit + 1)
+        let space: ScanSpace
+        switch request.space {
+        case .state: space = .state
+        case .ledger: space = .ledger
+        case .prepared: space = .prepared
+        case .UNRECOGNIZED(let value): throw RPCError(code: .invalidArgument, message: "space \(value) is not a scan space (0 state, 1 ledger, 2 prepared)")
+        }
+        let entries = try store.scan(space, prefix: request.prefix, after: request.after.isEmpty ? nil : request.after, limit: limit + 1)
         return .with { response in
             response.entries = entries.prefix(limit).map { entry in .with { $0.key = entry.key; $0.value = Data(entry.value) } }
             response.more = entries.count > limit

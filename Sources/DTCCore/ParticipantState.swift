@@ -1,0 +1,79 @@
+/// What a participant keeps durably besides its own state: the writes a prepared branch will
+/// apply, and the ledger of how each txn ended there. Domain-free: keys are strings and values
+/// opaque bytes that only the participant's own logic reads.
+
+/// One key's new value, applied at COMMIT; `nil` deletes the key.
+public struct Write: Hashable, Sendable {
+    public var key: String
+    public var value: [UInt8]?
+
+    public init(key: String, value: [UInt8]?) {
+        self.key = key
+        self.value = value
+    }
+}
+
+/// Why a branch cannot be prepared (the reason in a NO vote).
+public struct PlanRefusal: Error, Hashable, Sendable, ExpressibleByStringLiteral, ExpressibleByStringInterpolation, CustomStringConvertible {
+    public var reason: String
+    public init(stringLiteral value: String) { reason = value }
+    public init(_ reason: String) { self.reason = reason }
+    public var description: String { reason }
+}
+
+/// An RM's durable record of how a txn ended there: the ledger the checker compares across
+/// RMs. `epoch` decided it; `seenEpoch` is the highest epoch the RM had seen for the txn
+/// before (a decision with `epoch < seenEpoch` came from a fenced leader: invariant 2 at the
+/// participant); `applications` counts how many times a decision was written for the txn
+/// (more than one means an effect was applied twice: invariant 5); `participants` are every
+/// participant of the txn as its PREPARE named them (empty for a tombstone), so a checker can
+/// tell from the ledgers alone that every branch of a committed txn committed (invariant 1).
+public struct LedgerEntry: Hashable, Sendable {
+    public var outcome: Outcome
+    public var epoch: Epoch
+    public var seenEpoch: Epoch
+    public var applications: UInt32
+    public var participants: [String]
+
+    /// The first byte of every entry; any other is refused. (Version 1, 0x4c, had no
+    /// participants.)
+    public static let formatVersion: UInt8 = 2
+
+    public init(outcome: Outcome, epoch: Epoch, seenEpoch: Epoch = .zero, applications: UInt32 = 1, participants: [String] = []) {
+        self.outcome = outcome
+        self.epoch = epoch
+        self.seenEpoch = seenEpoch
+        self.applications = applications
+        self.participants = participants
+    }
+
+    public var isFromStaleEpoch: Bool { epoch < seenEpoch }
+
+    public func encoded() -> [UInt8] {
+        var writer = ByteWriter()
+        writer.write(Self.formatVersion)
+        writer.write(outcome == .commit ? UInt8(1) : UInt8(2))
+        writer.write(epoch)
+        writer.write(seenEpoch)
+        writer.write(applications)
+        writer.write(UInt32(participants.count))
+        for name in participants { writer.write(name) }
+        return writer.bytes
+    }
+
+    public init(decoding bytes: [UInt8]) throws(RecordDecodingError) {
+        var reader = ByteReader(bytes)
+        try reader.expectVersion(Self.formatVersion)
+        switch try reader.readByte() {
+        case 1: outcome = .commit
+        case 2: outcome = .abort
+        case let other: throw .badTag(other, at: 1)
+        }
+        epoch = try reader.readEpoch()
+        seenEpoch = try reader.readEpoch()
+        applications = try reader.readUInt32()
+        participants = []
+        for _ in 0..<(try reader.readUInt32()) { participants.append(try reader.readString()) }
+        guard reader.isAtEnd else { throw .trailingBytes(at: reader.offset) }
+    }
+}
