@@ -110,6 +110,11 @@ extension ByteWriter {
         write(epoch.node)
     }
 
+    public mutating func write(_ reason: AbortReason) {
+        write(reason.cause.rawValue)
+        write(reason.text)
+    }
+
     public mutating func write(_ branch: Branch) {
         write(branch.rm)
         write(branch.kind)
@@ -126,6 +131,13 @@ extension ByteWriter {
 extension ByteReader {
     public mutating func readEpoch() throws(RecordDecodingError) -> Epoch {
         Epoch(counter: try readUInt64(), node: try readUInt32())
+    }
+
+    public mutating func readAbortReason() throws(RecordDecodingError) -> AbortReason {
+        let at = offset
+        let tag = try readByte()
+        guard let cause = AbortCause(rawValue: tag) else { throw .badTag(tag, at: at) }
+        return AbortReason(cause, try readString())
     }
 
     public mutating func readBranch() throws(RecordDecodingError) -> Branch {

@@ -28,7 +28,7 @@ public struct CoordinatorOutput: Equatable, Sendable {
 public enum BranchProgress: Hashable, Sendable {
     case awaitingVote
     case votedYes
-    case votedNo(reason: String)
+    case votedNo(reason: AbortReason)
     case awaitingAck(Outcome)
     case acknowledged(Outcome)
 }
@@ -107,13 +107,13 @@ public struct Coordinator: Sendable {
 
     private enum Phase: Sendable {
         case preparing(votes: [String: Vote], deadline: UInt64)
-        case deciding(outcome: Outcome, reason: String, pendingAcks: Set<String>, nextRetry: UInt64, retryDelay: UInt64)
+        case deciding(outcome: Outcome, reason: AbortReason, pendingAcks: Set<String>, nextRetry: UInt64, retryDelay: UInt64)
     }
 
     private struct FinishedTxn: Sendable {
         var partition: UInt32
         var outcome: Outcome
-        var reason: String
+        var reason: AbortReason
         var stamp: StartStamp
         var branches: [BranchSummary]
         /// `branchesDigest` of the txn's branches; nil for a tombstone (no branches known).
@@ -176,10 +176,10 @@ public struct Coordinator: Sendable {
         txn.phase = .preparing(votes: votes, deadline: deadline)
         active[txnID] = txn
         if case .no(let reason) = vote {
-            return decide(txnID, .abort, reason: "\(rm) voted NO: \(reason)", now: now)
+            return decide(txnID, .abort, reason: AbortReason(reason.cause, "\(rm) voted NO: \(reason.text)"), now: now)
         }
         if votes.count == txn.branches.count {
-            return decide(txnID, .commit, reason: "", now: now)
+            return decide(txnID, .commit, reason: .none, now: now)
         }
         return CoordinatorOutput()
     }
@@ -212,7 +212,7 @@ public struct Coordinator: Sendable {
             case .preparing(let votes, let deadline):
                 guard now >= deadline else { continue }
                 let missing = txn.branches.map(\.rm).filter { votes[$0] == nil }
-                output.merge(decide(txnID, .abort, reason: "prepare timeout: no vote from \(missing.joined(separator: ", "))", now: now))
+                output.merge(decide(txnID, .abort, reason: AbortReason(.timeout, "prepare timeout: no vote from \(missing.joined(separator: ", "))"), now: now))
             case .deciding(let outcome, let reason, let pending, let nextRetry, let delay):
                 guard now >= nextRetry else { continue }
                 let nextDelay = min(delay * 2, limits.decisionRetryMax)
@@ -237,13 +237,14 @@ public struct Coordinator: Sendable {
             return output
         }
         counters.aborted += 1
-        var output = entomb(txnID, partition: partition, reason: "unknown to the coordinator (presumed abort)")
-        output.replies = [ClientReply(txnID: txnID, status: .aborted(reason: "unknown to the coordinator (presumed abort)"))]
+        let reason = AbortReason(.unknownTxn, "unknown to the coordinator (presumed abort)")
+        var output = entomb(txnID, partition: partition, reason: reason)
+        output.replies = [ClientReply(txnID: txnID, status: .aborted(reason: reason))]
         return output
     }
 
     /// Records an ABORT for a txn without START at the current epoch.
-    private mutating func entomb(_ txnID: TxnID, partition: UInt32, reason: String) -> CoordinatorOutput {
+    private mutating func entomb(_ txnID: TxnID, partition: UInt32, reason: AbortReason) -> CoordinatorOutput {
         remember(txnID, FinishedTxn(partition: partition, outcome: .abort, reason: reason, stamp: 0, branches: [], digest: nil))
         tombstones[txnID] = partition
         var output = CoordinatorOutput()
@@ -322,7 +323,7 @@ public struct Coordinator: Sendable {
             return records
         }
         let entombed = tombstones.filter { $0.value == partition }.keys.sorted().map { txnID in
-            LogRecord.decision(txnID: txnID, outcome: .abort, reason: finished[txnID]?.reason ?? "", epoch: epoch)
+            LogRecord.decision(txnID: txnID, outcome: .abort, reason: finished[txnID]?.reason ?? AbortReason(.unknownTxn, ""), epoch: epoch)
         }
         return inFlight + entombed
     }
@@ -352,7 +353,7 @@ public struct Coordinator: Sendable {
         }
     }
 
-    private func status(_ outcome: Outcome, _ reason: String) -> TxnStatus {
+    private func status(_ outcome: Outcome, _ reason: AbortReason) -> TxnStatus {
         outcome == .commit ? .committed : .aborted(reason: reason)
     }
 
@@ -371,7 +372,7 @@ public struct Coordinator: Sendable {
 
     /// The decision record is forced; COMMITs go out only after it is durable. ROLLBACKs could go
     /// at once (presumed abort), but the client hears ABORTED only after the record is durable.
-    private mutating func decide(_ txnID: TxnID, _ outcome: Outcome, reason: String, now: UInt64) -> CoordinatorOutput {
+    private mutating func decide(_ txnID: TxnID, _ outcome: Outcome, reason: AbortReason, now: UInt64) -> CoordinatorOutput {
         var txn = active[txnID]!
         let rms = Set(txn.branches.map(\.rm))
         txn.phase = .deciding(
@@ -410,7 +411,7 @@ public struct Coordinator: Sendable {
         if row.isEnded || row.branches.isEmpty {
             let outcome = row.decision?.outcome ?? .abort
             let digest = row.branches.isEmpty ? nil : branchesDigest(row.branches)
-            remember(txnID, FinishedTxn(partition: partition, outcome: outcome, reason: row.decision?.reason ?? "", stamp: row.stamp, branches: row.branches.map(BranchSummary.init), digest: digest))
+            remember(txnID, FinishedTxn(partition: partition, outcome: outcome, reason: row.decision?.reason ?? AbortReason(.leaderChanged, ""), stamp: row.stamp, branches: row.branches.map(BranchSummary.init), digest: digest))
             // An ENDed txn's decision and END go to this epoch's members again: one of them may
             // have missed them, and its row must not outlive the others' (see `LogRecord.trim`).
             guard row.isEnded, let decision = row.decision else { return CoordinatorOutput() }
@@ -429,7 +430,7 @@ public struct Coordinator: Sendable {
         var output = CoordinatorOutput()
         output.recordsToAppend = [PartitionRecord(partition: partition, record: .start(txnID: txnID, epoch: epoch, stamp: row.stamp, branches: row.branches))]
         guard let decision = row.decision, mutant != .takeoverAbortsCommitted else {
-            output.merge(decide(txnID, .abort, reason: "leader changed before deciding", now: now))
+            output.merge(decide(txnID, .abort, reason: AbortReason(.leaderChanged, "leader changed before deciding"), now: now))
             return output
         }
         let rms = Set(row.branches.map(\.rm))

@@ -51,7 +51,52 @@ public struct DecisionMessage: Hashable, Sendable {
 
 public enum Vote: Hashable, Sendable {
     case yes
-    case no(reason: String)
+    case no(reason: AbortReason)
+}
+
+/// Why a txn aborted, so a client can tell a conflict worth retrying from a refusal.
+public enum AbortCause: UInt8, Hashable, Sendable, CaseIterable, CustomStringConvertible {
+    /// Not aborted (the reason of a COMMIT decision).
+    case none = 0
+    /// A participant voted NO for a business reason, or could not read its payload.
+    case refused = 1
+    /// A lock conflict at a participant (wait-die, lock wait timeout): a retry may succeed.
+    case contention = 2
+    /// No vote within the prepare timeout.
+    case timeout = 3
+    /// A participant could not be reached.
+    case unavailable = 4
+    /// The partition's leader changed before it decided (presumed abort).
+    case leaderChanged = 5
+    /// A participant asked about a txn its partition never heard of (presumed abort).
+    case unknownTxn = 6
+
+    public var description: String {
+        switch self {
+        case .none: "none"
+        case .refused: "refused"
+        case .contention: "contention"
+        case .timeout: "timeout"
+        case .unavailable: "unavailable"
+        case .leaderChanged: "leader-changed"
+        case .unknownTxn: "unknown-txn"
+        }
+    }
+}
+
+/// A cause and the text that explains it (which participant said what).
+public struct AbortReason: Hashable, Sendable, CustomStringConvertible {
+    public var cause: AbortCause
+    public var text: String
+
+    public init(_ cause: AbortCause, _ text: String) {
+        self.cause = cause
+        self.text = text
+    }
+
+    public static let none = AbortReason(.none, "")
+
+    public var description: String { text }
 }
 
 /// A message from a coordinator to one RM.
@@ -70,7 +115,7 @@ public enum Envelope: Hashable, Sendable {
 public enum TxnStatus: Hashable, Sendable {
     case preparing
     case committed
-    case aborted(reason: String)
+    case aborted(reason: AbortReason)
 }
 
 /// An answer that becomes true once its records are durable.
@@ -91,7 +136,7 @@ public struct ClientReply: Hashable, Sendable {
 /// a later takeover could mistake for the truth.
 public enum LogRecord: Hashable, Sendable {
     case start(txnID: TxnID, epoch: Epoch, stamp: StartStamp, branches: [Branch])
-    case decision(txnID: TxnID, outcome: Outcome, reason: String, epoch: Epoch)
+    case decision(txnID: TxnID, outcome: Outcome, reason: AbortReason, epoch: Epoch)
     case end(txnID: TxnID)
     case trim(txnID: TxnID)
 
@@ -139,7 +184,7 @@ public enum LogRecord: Hashable, Sendable {
         case 2:
             let id = TxnID(try reader.readString())
             let outcome: Outcome = try reader.readBool() ? .commit : .abort
-            self = .decision(txnID: id, outcome: outcome, reason: try reader.readString(), epoch: try reader.readEpoch())
+            self = .decision(txnID: id, outcome: outcome, reason: try reader.readAbortReason(), epoch: try reader.readEpoch())
         case 3:
             self = .end(txnID: TxnID(try reader.readString()))
         case 4:

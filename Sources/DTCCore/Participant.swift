@@ -188,7 +188,7 @@ public struct ParticipantMachine: Sendable {
 
     private struct FinishedTxn: Sendable {
         /// `nil` reason: committed.
-        var abortReason: String?
+        var abortReason: AbortReason?
         var epoch: Epoch
         var outcome: Outcome { abortReason == nil ? .commit : .abort }
     }
@@ -255,7 +255,7 @@ public struct ParticipantMachine: Sendable {
         let lockKeys: [String]
         switch Self.checked(keys, limits: limits) {
         case .failure(let refusal):
-            return refuse(id, epoch: message.sender.epoch, refusal.reason, routes: [route])
+            return refuse(id, epoch: message.sender.epoch, AbortReason(.refused, refusal.reason), routes: [route])
         case .success(let checked):
             lockKeys = checked
         }
@@ -269,7 +269,7 @@ public struct ParticipantMachine: Sendable {
             active[id] = ActiveTxn(phase: .waitingForLocks(message, keys: lockKeys, deadline: deadline), epoch: message.sender.epoch, voteRoutes: [route])
             watched.insert(id)
         case .died(let holder):
-            output = refuse(id, epoch: message.sender.epoch, "wait-die: younger than lock holder \(holder)", routes: [route])
+            output = refuse(id, epoch: message.sender.epoch, AbortReason(.contention, "wait-die: younger than lock holder \(holder)"), routes: [route])
         }
         return output
     }
@@ -282,12 +282,12 @@ public struct ParticipantMachine: Sendable {
         let writes: [Write]
         switch plan {
         case .failure(let refusal):
-            return refuseActive(txnID, refusal.reason, now: now)
+            return refuseActive(txnID, AbortReason(.refused, refusal.reason), now: now)
         case .success(let planned):
             writes = planned
         }
         if let stray = writes.first(where: { !keys.contains($0.key) }) {
-            return refuseActive(txnID, "participant error: writes key '\(stray.key)' that the branch does not lock", now: now)
+            return refuseActive(txnID, AbortReason(.refused, "participant error: writes key '\(stray.key)' that the branch does not lock"), now: now)
         }
         let prepared = PreparedTxn(
             txnID: txnID, stamp: message.stamp, sender: message.sender, kind: message.branch.kind, keys: keys, writes: writes,
@@ -331,7 +331,7 @@ public struct ParticipantMachine: Sendable {
             waitForAck(id, route)
             locks.withdraw(id)
             var output = releaseLocks(of: id, now: now)
-            output.replies += routes(&active[id]!.voteRoutes, .vote(VoteReply(txnID: id, vote: .no(reason: "rolled back before it was prepared"))))
+            output.replies += routes(&active[id]!.voteRoutes, .vote(VoteReply(txnID: id, vote: .no(reason: AbortReason(.refused, "rolled back before it was prepared")))))
             output.merge(startApplying(id, .abort, nil, epoch: epoch, seen: seen))
             return output
         case (.applying, _), (.waitingForLocks, .commit), (.reading, .commit), (.persistingPrepared, .commit):
@@ -370,7 +370,7 @@ public struct ParticipantMachine: Sendable {
             case .waitingForLocks(_, _, let deadline) where now >= deadline:
                 locks.withdraw(id)
                 watched.remove(id)
-                output.merge(refuse(id, epoch: txn.epoch, "lock wait timeout", routes: txn.voteRoutes))
+                output.merge(refuse(id, epoch: txn.epoch, AbortReason(.contention, "lock wait timeout"), routes: txn.voteRoutes))
             case .prepared(let prepared, let since) where now >= since + inquiryAfter:
                 active[id]!.phase = .prepared(prepared, since: now)
                 output.inquiries.append(prepared)
@@ -399,6 +399,9 @@ public struct ParticipantMachine: Sendable {
 
     // MARK: - Helpers
 
+    /// What a repeated PREPARE of a rolled-back txn is told.
+    private static let rolledBack = AbortReason(.refused, "rolled back")
+
     private static func name(of phase: Phase) -> String {
         switch phase {
         case .waitingForLocks: "waiting"
@@ -426,7 +429,7 @@ public struct ParticipantMachine: Sendable {
         if let done = finished[id] { return done }
         counters.ledgerLookups += 1
         guard let entry = ledger(id) else { return nil }
-        let done = FinishedTxn(abortReason: entry.outcome == .commit ? nil : "rolled back", epoch: entry.epoch)
+        let done = FinishedTxn(abortReason: entry.outcome == .commit ? nil : Self.rolledBack, epoch: entry.epoch)
         remember(id, done)
         return done
     }
@@ -477,7 +480,7 @@ public struct ParticipantMachine: Sendable {
         case .prepared, .applying(.commit, _):
             return reply(route, .vote(VoteReply(txnID: id, vote: .yes)))
         case .applying(.abort, _):
-            return reply(route, .vote(VoteReply(txnID: id, vote: .no(reason: "rolled back"))))
+            return reply(route, .vote(VoteReply(txnID: id, vote: .no(reason: Self.rolledBack))))
         }
     }
 
@@ -507,14 +510,14 @@ public struct ParticipantMachine: Sendable {
         var ackRoutes = txn.ackRoutes
         output.replies += routes(&ackRoutes, .ack(AckReply(txnID: txnID, accepted: true, reason: "")))
         active[txnID] = nil
-        remember(txnID, FinishedTxn(abortReason: outcome == .commit ? nil : "rolled back", epoch: txn.epoch))
+        remember(txnID, FinishedTxn(abortReason: outcome == .commit ? nil : Self.rolledBack, epoch: txn.epoch))
         return output
     }
 
     /// Votes NO for a txn that holds no locks (any more) and remembers the refusal. The NO is
     /// kept in the cache only: an evicted refusal lets a very late repeated PREPARE be planned
     /// again, which its inquiry then resolves.
-    private mutating func refuse(_ id: TxnID, epoch: Epoch, _ reason: String, routes waiting: [ReplyRoute]) -> ParticipantOutput {
+    private mutating func refuse(_ id: TxnID, epoch: Epoch, _ reason: AbortReason, routes waiting: [ReplyRoute]) -> ParticipantOutput {
         counters.refused += 1
         var routes = waiting
         if let txn = active.removeValue(forKey: id) { routes = txn.voteRoutes }
@@ -525,7 +528,7 @@ public struct ParticipantMachine: Sendable {
     }
 
     /// Refuses a txn whose locks are held (it was planning): releases them first.
-    private mutating func refuseActive(_ id: TxnID, _ reason: String, now: UInt64) -> ParticipantOutput {
+    private mutating func refuseActive(_ id: TxnID, _ reason: AbortReason, now: UInt64) -> ParticipantOutput {
         let epoch = active[id]!.epoch
         var output = releaseLocks(of: id, now: now)
         output.merge(refuse(id, epoch: epoch, reason, routes: []))
@@ -569,7 +572,7 @@ public struct ParticipantMachine: Sendable {
             output.plans.append(PlanRequest(txnID: id, branch: message.branch, keys: keys))
         }
         for (id, holder) in died {
-            output.merge(refuse(id, epoch: active[id]?.epoch ?? .zero, "wait-die: younger than lock holder \(holder)", routes: []))
+            output.merge(refuse(id, epoch: active[id]?.epoch ?? .zero, AbortReason(.contention, "wait-die: younger than lock holder \(holder)"), routes: []))
         }
         return output
     }

@@ -5,7 +5,7 @@
 public struct TxnRow: Hashable, Sendable {
     public struct Decided: Hashable, Sendable {
         public var outcome: Outcome
-        public var reason: String
+        public var reason: AbortReason
         public var epoch: Epoch
     }
 
@@ -98,7 +98,7 @@ public struct TxnRow: Hashable, Sendable {
         for _ in 0..<(try reader.readUInt32()) { branches.append(try reader.readBranch()) }
         if try reader.readBool() {
             let outcome: Outcome = try reader.readBool() ? .commit : .abort
-            decision = Decided(outcome: outcome, reason: try reader.readString(), epoch: try reader.readEpoch())
+            decision = Decided(outcome: outcome, reason: try reader.readAbortReason(), epoch: try reader.readEpoch())
         }
         isEnded = try reader.readBool()
     }

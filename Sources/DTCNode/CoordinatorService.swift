@@ -90,7 +90,8 @@ struct CoordinatorService: Dtc_V1_Coordinator.SimpleServiceProtocol {
         .with {
             $0.txnID = txnID.rawValue
             $0.state = status.wireState
-            $0.reason = status.reason
+            $0.reason = status.reason.text
+            $0.abortCause = status.reason.cause.wire
             $0.partition = partition
             $0.node = runtime.name
         }
@@ -107,7 +108,10 @@ struct CoordinatorService: Dtc_V1_Coordinator.SimpleServiceProtocol {
                     $0.kind = branch.summary.kind
                     $0.payloadBytes = UInt32(branch.summary.payloadBytes)
                     $0.state = branch.progress.wireState
-                    if case .votedNo(let reason) = branch.progress { $0.reason = reason }
+                    if case .votedNo(let reason) = branch.progress {
+                        $0.reason = reason.text
+                        $0.cause = reason.cause.wire
+                    }
                 }
             }
         }

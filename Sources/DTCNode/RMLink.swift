@@ -97,7 +97,7 @@ final class RMLink: Sendable {
             return unanswered
         }
         guard !lost.isEmpty else { return }
-        await replies.votesReceived(lost.sorted().map { ($0, .no(reason: reason)) }, from: rm)
+        await replies.votesReceived(lost.sorted().map { ($0, .no(reason: AbortReason(.unavailable, reason))) }, from: rm)
     }
 
     private static func request(_ batch: [Outgoing]) -> Dtc_V1_RMRequest {

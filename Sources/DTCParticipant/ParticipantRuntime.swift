@@ -50,17 +50,23 @@ actor ParticipantRuntime {
     }
 
     /// Runs a batch from one coordinator stream.
-    func receive(prepares: [PrepareMessage], decisions: [DecisionMessage], from route: ReplyRoute?) {
+    func receive(prepares: [PrepareMessage], decisions: [DecisionMessage], from route: ReplyRoute) {
         let now = clock.now()
         var output = ParticipantOutput()
         for message in prepares {
             let keys = logic.lockKeys(for: message.branch)
-            output.merge(machine.prepare(message, keys: keys, replyTo: route ?? 0, now: now, ledger: ledgerEntry))
+            output.merge(machine.prepare(message, keys: keys, replyTo: route, now: now, ledger: ledgerEntry))
         }
         for message in decisions {
             output.merge(machine.decide(message, replyTo: route, now: now, ledger: ledgerEntry))
         }
         apply(output)
+    }
+
+    /// An outcome learned through the termination inquiry: applied like a decision, with no
+    /// stream to acknowledge to.
+    private func resolved(_ decision: DecisionMessage) {
+        apply(machine.decide(decision, replyTo: nil, now: clock.now(), ledger: ledgerEntry))
     }
 
     func tick() {
@@ -148,7 +154,7 @@ actor ParticipantRuntime {
         Task {
             guard let outcome = await inquire(prepared) else { return }
             logger.info("\(name): resolved \(prepared.txnID) with the coordinator: \(outcome.rawValue)")
-            self.receive(prepares: [], decisions: [DecisionMessage(txnID: prepared.txnID, outcome: outcome, sender: prepared.sender)], from: nil)
+            self.resolved(DecisionMessage(txnID: prepared.txnID, outcome: outcome, sender: prepared.sender))
         }
     }
 }

@@ -68,7 +68,35 @@ extension DecisionMessage {
 
 extension Vote {
     public init(wire: Dtc_V1_Vote) {
-        self = wire.yes ? .yes : .no(reason: wire.reason)
+        // A participant that names no cause refused for its own reasons.
+        let cause = AbortCause(wire: wire.cause)
+        self = wire.yes ? .yes : .no(reason: AbortReason(cause == .none ? .refused : cause, wire.reason))
+    }
+}
+
+extension AbortCause {
+    public init(wire: Dtc_V1_AbortCause) {
+        switch wire {
+        case .none, .UNRECOGNIZED: self = .none
+        case .refused: self = .refused
+        case .contention: self = .contention
+        case .timeout: self = .timeout
+        case .unavailable: self = .unavailable
+        case .leaderChanged: self = .leaderChanged
+        case .unknownTxn: self = .unknownTxn
+        }
+    }
+
+    public var wire: Dtc_V1_AbortCause {
+        switch self {
+        case .none: .none
+        case .refused: .refused
+        case .contention: .contention
+        case .timeout: .timeout
+        case .unavailable: .unavailable
+        case .leaderChanged: .leaderChanged
+        case .unknownTxn: .unknownTxn
+        }
     }
 }
 
@@ -78,7 +106,9 @@ extension VoteReply {
             $0.txnID = txnID.rawValue
             switch vote {
             case .yes: $0.yes = true
-            case .no(let reason): $0.reason = reason
+            case .no(let reason):
+                $0.reason = reason.text
+                $0.cause = reason.cause.wire
             }
         }
     }
@@ -103,9 +133,9 @@ extension TxnStatus {
         }
     }
 
-    public var reason: String {
+    public var reason: AbortReason {
         switch self {
-        case .preparing, .committed: ""
+        case .preparing, .committed: .none
         case .aborted(let reason): reason
         }
     }
@@ -114,7 +144,7 @@ extension TxnStatus {
         switch wire.state {
         case .preparing: self = .preparing
         case .committed: self = .committed
-        case .aborted: self = .aborted(reason: wire.reason)
+        case .aborted: self = .aborted(reason: AbortReason(AbortCause(wire: wire.abortCause), wire.reason))
         case .unspecified, .UNRECOGNIZED: return nil
         }
     }

@@ -95,12 +95,15 @@ final class HistoryWriter: Sendable {
 }
 
 /// Groups abort reasons without their SKUs, users and numbers, e.g. "inventory: insufficient stock".
-func abortCategory(_ reason: String) -> String {
-    let parts = reason.components(separatedBy: " voted NO: ")
-    guard parts.count == 2 else { return reason.components(separatedBy: ":").first ?? reason }
-    let cause = parts[1].components(separatedBy: CharacterSet(charactersIn: ":")).first ?? parts[1]
-    let words = cause.components(separatedBy: " for ").first ?? cause
-    return "\(parts[0]): \(words)"
+/// The summary's category of an abort: its cause, then who said what, without the details
+/// ("refused: inventory: insufficient stock").
+func abortCategory(_ reason: AbortReason) -> String {
+    let text = reason.text
+    let parts = text.components(separatedBy: " voted NO: ")
+    guard parts.count == 2 else { return "\(reason.cause): " + (text.components(separatedBy: ":").first ?? text) }
+    let said = parts[1].components(separatedBy: CharacterSet(charactersIn: ":")).first ?? parts[1]
+    let words = said.components(separatedBy: " for ").first ?? said
+    return "\(reason.cause): \(parts[0]): \(words)"
 }
 
 struct Load: AsyncParsableCommand {
@@ -212,7 +215,7 @@ struct Load: AsyncParsableCommand {
                 case .success(let outcome):
                     switch outcome.status {
                     case .committed: (.ok, nil, .commit)
-                    case .aborted(let reason): (.fail, reason, .abort)
+                    case .aborted(let reason): (.fail, reason.text, .abort)
                     case .preparing: (.unknown, "still preparing at \(outcome.node)", nil)
                     }
                 case .failure(let error): (.unknown, error.description, nil)

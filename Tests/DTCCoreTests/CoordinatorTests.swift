@@ -36,12 +36,13 @@ import Testing
         var c = Coordinator.fixture()
         _ = try c.submit("t2")
         _ = c.voteReceived(.yes, txn: TxnID("t2"), from: RM.inventory, now: 1)
-        let out = c.voteReceived(.no(reason: "insufficient balance for ada"), txn: TxnID("t2"), from: RM.accounts, now: 2)
+        let out = c.voteReceived(.no(reason: .refused("insufficient balance for ada")), txn: TxnID("t2"), from: RM.accounts, now: 2)
 
         let reason = try #require(out.replies.first?.abortReason)
         #expect(out.recordsToAppend == [decisionRecord("t2", .abort, reason: reason)])
         #expect(out.mustSync)
-        #expect(reason.contains(RM.accounts) && reason.contains("insufficient balance for ada"))
+        #expect(reason.cause == .refused)
+        #expect(reason.text.contains(RM.accounts) && reason.text.contains("insufficient balance for ada"))
         #expect(out.replies.count == 1)
         // ROLLBACKs wait for the record like COMMITs, so the txn cannot end before its
         // decision is on a quorum; no COMMIT goes anywhere.
@@ -50,6 +51,13 @@ import Testing
 
         #expect(c.voteReceived(.yes, txn: TxnID("t2"), from: RM.orders, now: 3).isEmpty)
         #expect(c.status(of: "t2") == .aborted(reason: reason))
+    }
+
+    @Test func aContentionNoAbortsWithTheContentionCauseForTheClient() throws {
+        var c = Coordinator.fixture()
+        _ = try c.submit("t5")
+        let out = c.voteReceived(.no(reason: AbortReason(.contention, "wait-die: younger than lock holder t1")), txn: TxnID("t5"), from: RM.inventory, now: 1)
+        #expect(out.replies.first?.abortReason == AbortReason(.contention, "inventory voted NO: wait-die: younger than lock holder t1"))
     }
 
     @Test func aVoteThatDidNotComeByThePrepareDeadlineCountsAsNo() throws {
@@ -64,8 +72,9 @@ import Testing
         let reason = try #require(out.replies.first?.abortReason)
         #expect(out.recordsToAppend == [decisionRecord("t3", .abort, reason: reason)])
         #expect(out.mustSync)
-        #expect(reason.contains("timeout") && reason.contains(RM.accounts))
-        #expect(!reason.contains(RM.inventory) && !reason.contains(RM.orders))
+        #expect(reason.cause == .timeout)
+        #expect(reason.text.contains("timeout") && reason.text.contains(RM.accounts))
+        #expect(!reason.text.contains(RM.inventory) && !reason.text.contains(RM.orders))
         #expect(out.messagesNow + out.messagesAfterAppend == decisions("t3", .abort))
     }
 
@@ -73,7 +82,7 @@ import Testing
         var c = Coordinator.fixture()
         _ = try c.submit("t4", [.inventory, .accounts])
         #expect(c.voteReceived(.yes, txn: TxnID("nope"), from: RM.inventory, now: 1).isEmpty)
-        #expect(c.voteReceived(.no(reason: "not mine"), txn: TxnID("t4"), from: RM.orders, now: 1).isEmpty)
+        #expect(c.voteReceived(.no(reason: .refused("not mine")), txn: TxnID("t4"), from: RM.orders, now: 1).isEmpty)
         #expect(c.voteReceived(.yes, txn: TxnID("t4"), from: RM.inventory, now: 1).isEmpty)
         // A duplicate YES is not a second vote: one branch is still missing.
         #expect(c.voteReceived(.yes, txn: TxnID("t4"), from: RM.inventory, now: 1).isEmpty)
@@ -164,7 +173,7 @@ import Testing
         #expect(c.snapshot(of: TxnID("c")) == nil)
         #expect(try c.submit("a").isEmpty, "a known txn is still answered at the limit")
 
-        _ = c.voteReceived(.no(reason: "no"), txn: TxnID("a"), from: RM.inventory, now: 1)
+        _ = c.voteReceived(.no(reason: .refused("no")), txn: TxnID("a"), from: RM.inventory, now: 1)
         _ = c.allAck("a")
         #expect(!(try c.submit("c").isEmpty), "a slot frees when a txn ends")
     }
@@ -181,7 +190,7 @@ import Testing
         let restarted = Sender(partition: 0, epoch: Epoch(counter: 2, node: 1), node: "n1")
         #expect(recovered.messagesAfterAppend == decisions("t13", .commit, sender: restarted))
         // Nothing after recovery can turn it into an abort: late votes, deadlines, RM inquiries.
-        #expect(node.coordinator.voteReceived(.no(reason: "late"), txn: TxnID("t13"), from: RM.orders, now: 10_001).isEmpty)
+        #expect(node.coordinator.voteReceived(.no(reason: .refused("late")), txn: TxnID("t13"), from: RM.orders, now: 10_001).isEmpty)
         node.apply(node.coordinator.tick(now: 10_000 + node.coordinator.limits.prepareTimeout))
         #expect(node.coordinator.resolve(TxnID("t13"), partition: 0)?.replies == [reply("t13", .committed)])
         #expect(try node.coordinator.submit("t13", now: 20_000).replies == [reply("t13", .committed)])
@@ -194,7 +203,7 @@ import Testing
         node.apply(node.coordinator.allAck("t13"))
         let afterEnd = node.crashAndRecover(now: 30_000)
         #expect(afterEnd.messagesNow.isEmpty && afterEnd.messagesAfterAppend.isEmpty, "an ended txn has nothing left to send")
-        #expect(afterEnd.recordsToAppend.map(\.record) == [.decision(txnID: TxnID("t13"), outcome: .commit, reason: "", epoch: Epoch(counter: 3, node: 1)), .end(txnID: TxnID("t13"))])
+        #expect(afterEnd.recordsToAppend.map(\.record) == [.decision(txnID: TxnID("t13"), outcome: .commit, reason: .none, epoch: Epoch(counter: 3, node: 1)), .end(txnID: TxnID("t13"))])
         #expect(node.coordinator.status(of: "t13") == .committed)
     }
 
@@ -268,8 +277,8 @@ import Testing
     @Test(arguments: [
         LogRecord.start(txnID: TxnID("t-α"), epoch: Epoch(counter: 3, node: 2), stamp: 0xfeed_beef, branches: order),
         LogRecord.start(txnID: TxnID("t0"), epoch: .zero, stamp: 0, branches: []),
-        LogRecord.decision(txnID: TxnID("t1"), outcome: .commit, reason: "", epoch: Epoch(counter: .max, node: .max)),
-        LogRecord.decision(txnID: TxnID("t2"), outcome: .abort, reason: "accounts voted NO: ünïcode", epoch: epoch1),
+        LogRecord.decision(txnID: TxnID("t1"), outcome: .commit, reason: .none, epoch: Epoch(counter: .max, node: .max)),
+        LogRecord.decision(txnID: TxnID("t2"), outcome: .abort, reason: AbortReason(.contention, "accounts voted NO: ünïcode"), epoch: epoch1),
         LogRecord.end(txnID: TxnID("t3")),
         LogRecord.trim(txnID: TxnID("t4")),
     ])

@@ -73,7 +73,7 @@ func startRecord(_ id: String, stamp: StartStamp, branches: [Branch] = order, ep
     PartitionRecord(partition: 0, record: .start(txnID: TxnID(id), epoch: epoch, stamp: stamp, branches: branches))
 }
 
-func decisionRecord(_ id: String, _ outcome: Outcome, reason: String = "", epoch: Epoch = epoch1) -> PartitionRecord {
+func decisionRecord(_ id: String, _ outcome: Outcome, reason: AbortReason = .none, epoch: Epoch = epoch1) -> PartitionRecord {
     PartitionRecord(partition: 0, record: .decision(txnID: TxnID(id), outcome: outcome, reason: reason, epoch: epoch))
 }
 
@@ -93,14 +93,14 @@ func reply(_ id: String, _ status: TxnStatus) -> ClientReply { ClientReply(txnID
 
 extension TxnStatus {
     /// The reason of an abort, nil otherwise.
-    var abortReason: String? {
+    var abortReason: AbortReason? {
         if case .aborted(let reason) = self { return reason }
         return nil
     }
 }
 
 extension ClientReply {
-    var abortReason: String? { status.abortReason }
+    var abortReason: AbortReason? { status.abortReason }
 }
 
 /// A node's coordinator and the log it has appended so far: what survives a crash.
@@ -245,8 +245,13 @@ extension ParticipantOutput {
 
 extension Vote {
     var noReason: String? {
-        if case .no(let reason) = self { return reason }
+        if case .no(let reason) = self { return reason.text }
         return nil
     }
 }
 
+
+extension AbortReason {
+    /// A business NO with `text`, for transcripts.
+    static func refused(_ text: String) -> AbortReason { AbortReason(.refused, text) }
+}

@@ -33,7 +33,7 @@ import Testing
         var rm = ParticipantMachine()
         _ = rm.prepare(prepareMessage("t1", stamp: 10), now: 0)
         let out = rm.planned(t1, .failure("insufficient stock for apple: 1 < 2"), now: 1)
-        #expect(out.votes == [VoteReply(txnID: t1, vote: .no(reason: "insufficient stock for apple: 1 < 2"))])
+        #expect(out.votes == [VoteReply(txnID: t1, vote: .no(reason: .refused("insufficient stock for apple: 1 < 2")))])
         #expect(out.recordsToPersist.isEmpty)
         #expect(rm.locks.lockCount == 0)
         #expect(rm.stateName(of: t1) == "aborted")
@@ -198,7 +198,7 @@ import Testing
 
         #expect(rm.tick(now: 100 + rm.limits.lockWaitTimeout - 1).votes.isEmpty)
         let out = rm.tick(now: 100 + rm.limits.lockWaitTimeout)
-        #expect(out.votes == [VoteReply(txnID: TxnID("old"), vote: .no(reason: "lock wait timeout"))])
+        #expect(out.votes == [VoteReply(txnID: TxnID("old"), vote: .no(reason: AbortReason(.contention, "lock wait timeout")))])
         #expect(rm.locks.waiterCount == 0)
 
         // When the holder finishes, the timed-out txn is not woken up to read.

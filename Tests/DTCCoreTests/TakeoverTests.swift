@@ -13,8 +13,8 @@ import Testing
         #expect(row.branches == order && row.stamp == 77)
         #expect(row.decision == nil && !row.isEnded)
 
-        row.apply(decisionRecord("t1", .commit, reason: "", epoch: epoch1).record)
-        #expect(row.decision == TxnRow.Decided(outcome: .commit, reason: "", epoch: epoch1))
+        row.apply(decisionRecord("t1", .commit, epoch: epoch1).record)
+        #expect(row.decision == TxnRow.Decided(outcome: .commit, reason: .none, epoch: epoch1))
         #expect(!row.isEnded)
 
         row.apply(endRecord("t1").record)
@@ -33,13 +33,13 @@ import Testing
     @Test func aDecisionAtAHigherEpochReplacesALowerOneAndNeverTheOtherWayRound() {
         var row = TxnRow(txnID: TxnID("t1"))
         row.apply(decisionRecord("t1", .commit, epoch: epoch1).record)
-        row.apply(decisionRecord("t1", .abort, reason: "leader changed", epoch: epoch2).record)
-        #expect(row.decision == TxnRow.Decided(outcome: .abort, reason: "leader changed", epoch: epoch2))
+        row.apply(decisionRecord("t1", .abort, reason: AbortReason(.leaderChanged, "leader changed"), epoch: epoch2).record)
+        #expect(row.decision == TxnRow.Decided(outcome: .abort, reason: AbortReason(.leaderChanged, "leader changed"), epoch: epoch2))
 
         var other = TxnRow(txnID: TxnID("t1"))
-        other.apply(decisionRecord("t1", .abort, reason: "leader changed", epoch: epoch2).record)
+        other.apply(decisionRecord("t1", .abort, reason: AbortReason(.leaderChanged, "leader changed"), epoch: epoch2).record)
         other.apply(decisionRecord("t1", .commit, epoch: epoch1).record)
-        #expect(other.decision == TxnRow.Decided(outcome: .abort, reason: "leader changed", epoch: epoch2))
+        #expect(other.decision == TxnRow.Decided(outcome: .abort, reason: AbortReason(.leaderChanged, "leader changed"), epoch: epoch2))
 
         // The same holds when the lower decision arrives by merge.
         var lower = TxnRow(txnID: TxnID("t1"))
@@ -62,7 +62,7 @@ import Testing
         b.merge(started)
         for merged in [a, b] {
             #expect(merged.branches == order && merged.stamp == 77)
-            #expect(merged.decision == TxnRow.Decided(outcome: .commit, reason: "", epoch: epoch1))
+            #expect(merged.decision == TxnRow.Decided(outcome: .commit, reason: .none, epoch: epoch1))
             #expect(!merged.isEnded)
         }
         #expect(a == b, "merge is symmetric here")
@@ -141,7 +141,7 @@ import Testing
             return
         }
         #expect(epoch == epoch2)
-        #expect(reason.contains("leader changed"))
+        #expect(reason == AbortReason(.leaderChanged, "leader changed before deciding"))
         #expect(out.recordsToAppend == [startRecord("t2", stamp: 78, epoch: epoch2), decisionRecord("t2", .abort, reason: reason, epoch: epoch2)])
         #expect(out.mustSync)
         #expect((out.messagesNow + out.messagesAfterAppend) == decisions("t2", .abort, sender: n2Sender))
@@ -167,8 +167,8 @@ import Testing
 
     @Test func takeoverRemembersATombstoneAsAbortedAndAppendsItAgainAtItsEpoch() throws {
         var n2 = Coordinator.standby()
-        let reason = "unknown to the coordinator (presumed abort)"
-        let out = n2.takeOver(partition: 0, epoch: epoch2, rows: [row("ghost", decision: (.abort, reason, epoch1))], now: 9_000)
+        let reason = AbortReason.refused("unknown to the coordinator (presumed abort)")
+        let out = n2.takeOver(partition: 0, epoch: epoch2, rows: [row("ghost", decision: (.abort, reason.text, epoch1))], now: 9_000)
         // The old epoch's quorum may not hold it: this epoch's quorum must, or a later
         // takeover could miss it and find an unmade COMMIT of the same txnID instead.
         #expect(out.recordsToAppend == [decisionRecord("ghost", .abort, reason: reason, epoch: epoch2)])
@@ -242,7 +242,7 @@ import Testing
     @Test func stepDownForgetsThePartitionsFinishedTxnsSoOnlyAQuorumsRowsCanAnswerForThemLater() {
         var c = Coordinator.fixture()
         _ = c.resolve(TxnID("ghost"), partition: 0)
-        #expect(c.status(of: "ghost") == .aborted(reason: "unknown to the coordinator (presumed abort)"))
+        #expect(c.status(of: "ghost") == .aborted(reason: AbortReason(.unknownTxn, "unknown to the coordinator (presumed abort)")))
         _ = c.stepDown(partition: 0)
         #expect(c.snapshot(of: TxnID("ghost")) == nil, "the tombstone may never have reached a quorum")
     }
@@ -333,7 +333,7 @@ import Testing
         #expect(n2.status(of: "t1") == .committed)
 
         // Nothing later turns t1 into an abort: late NO votes, deadlines, inquiries, retries.
-        #expect(n2.voteReceived(.no(reason: "late"), txn: TxnID("t1"), from: RM.inventory, now: 9_001).isEmpty)
+        #expect(n2.voteReceived(.no(reason: .refused("late")), txn: TxnID("t1"), from: RM.inventory, now: 9_001).isEmpty)
         let tick = n2.tick(now: 9_000 + n2.limits.prepareTimeout)
         #expect(tick.recordsToAppend.isEmpty)
         #expect(tick.messagesAfterAppend.filter { $0.txnID == TxnID("t1") } == decisions("t1", .commit, sender: sender))
@@ -377,7 +377,7 @@ func row(
     var row = TxnRow(txnID: TxnID(id))
     row.stamp = stamp
     row.branches = branches
-    row.decision = decision.map { TxnRow.Decided(outcome: $0.0, reason: $0.1, epoch: $0.2) }
+    row.decision = decision.map { TxnRow.Decided(outcome: $0.0, reason: $0.1.isEmpty ? .none : .refused($0.1), epoch: $0.2) }
     row.isEnded = ended
     return row
 }

@@ -140,6 +140,7 @@ func debit() -> Dtc_V1_Branch { branch("accounts", kind: "debit", payload: Array
         }
         #expect(outcome.state == .aborted)
         #expect(outcome.reason.contains("unreachable") || outcome.reason.contains("prepare timeout"))
+        #expect([.unavailable, .timeout].contains(outcome.abortCause), "abort cause \(outcome.abortCause)")
         let again = try await node.client().submit(request)
         #expect(again.outcome == outcome)
         #expect(try await node.status().aborted == 1)

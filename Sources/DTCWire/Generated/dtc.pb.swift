@@ -142,6 +142,75 @@ public nonisolated enum Dtc_V1_BranchState: SwiftProtobuf.Enum, Swift.CaseIterab
 
 }
 
+/// Why a txn aborted.
+public nonisolated enum Dtc_V1_AbortCause: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+
+  /// Not aborted.
+  case none // = 0
+
+  /// A participant voted NO for a business reason, or could not read its payload.
+  case refused // = 1
+
+  /// A lock conflict at a participant (wait-die, lock wait timeout).
+  case contention // = 2
+
+  /// No vote within the prepare timeout.
+  case timeout // = 3
+
+  /// A participant could not be reached.
+  case unavailable // = 4
+
+  /// The partition's leader changed before it decided (presumed abort).
+  case leaderChanged // = 5
+
+  /// A participant asked (Resolve) about a txn its partition never heard of.
+  case unknownTxn // = 6
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .none
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .none
+    case 1: self = .refused
+    case 2: self = .contention
+    case 3: self = .timeout
+    case 4: self = .unavailable
+    case 5: self = .leaderChanged
+    case 6: self = .unknownTxn
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .none: return 0
+    case .refused: return 1
+    case .contention: return 2
+    case .timeout: return 3
+    case .unavailable: return 4
+    case .leaderChanged: return 5
+    case .unknownTxn: return 6
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Dtc_V1_AbortCause] = [
+    .none,
+    .refused,
+    .contention,
+    .timeout,
+    .unavailable,
+    .leaderChanged,
+    .unknownTxn,
+  ]
+
+}
+
 /// What a participant keeps: its committed state, its ledger of finished txns (key: txn ID,
 /// value: a ledger entry, docs/participant-protocol.md "Ledger"), and its prepared txns (key:
 /// txn ID).
@@ -304,6 +373,10 @@ public nonisolated struct Dtc_V1_TxnOutcome: Sendable {
   /// The node that answered (the partition's leader).
   public var node: String = String()
 
+  /// The kind of reason, when ABORTED: a client may retry CONTENTION, TIMEOUT, UNAVAILABLE
+  /// and LEADER_CHANGED under a new txn ID; REFUSED will fail again.
+  public var abortCause: Dtc_V1_AbortCause = .none
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -377,6 +450,9 @@ public nonisolated struct Dtc_V1_BranchStatus: Sendable {
 
   /// The payload's size; GetTxn never returns a payload.
   public var payloadBytes: UInt32 = 0
+
+  /// The kind of NO when VOTED_NO.
+  public var cause: Dtc_V1_AbortCause = .none
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -632,11 +708,6 @@ public nonisolated struct Dtc_V1_Prepare: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// Every participant of the txn, this one included (names from cluster.json). A participant
-  /// keeps them in its ledger entry, so checkers can tell from the ledgers alone whether every
-  /// branch of a committed txn committed.
-  public var participants: [String] = []
-
   /// 1 to 128 bytes; empty or longer is INVALID_ARGUMENT.
   public var txnID: String = String()
 
@@ -664,6 +735,11 @@ public nonisolated struct Dtc_V1_Prepare: Sendable {
   /// Clears the value of `branch`. Subsequent reads from it will return its default value.
   public mutating func clearBranch() {self._branch = nil}
 
+  /// Every participant of the txn, this one included (names from cluster.json). A participant
+  /// keeps them in its ledger entry, so checkers can tell from the ledgers alone whether every
+  /// branch of a committed txn committed.
+  public var participants: [String] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -685,6 +761,10 @@ public nonisolated struct Dtc_V1_Vote: Sendable {
 
   /// Why NO, e.g. "wait-die: younger than lock holder t-7"; empty for YES.
   public var reason: String = String()
+
+  /// The kind of NO: REFUSED (a business reason, an unreadable payload) or CONTENTION (a lock
+  /// conflict: wait-die, lock wait timeout). Unset (NONE) on a NO counts as REFUSED.
+  public var cause: Dtc_V1_AbortCause = .none
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1240,6 +1320,10 @@ nonisolated extension Dtc_V1_BranchState: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0BRANCH_STATE_UNSPECIFIED\0\u{1}BRANCH_STATE_PREPARING\0\u{1}BRANCH_STATE_VOTED_YES\0\u{1}BRANCH_STATE_VOTED_NO\0\u{1}BRANCH_STATE_COMMITTED\0\u{1}BRANCH_STATE_ROLLED_BACK\0\u{1}BRANCH_STATE_DECIDING\0")
 }
 
+nonisolated extension Dtc_V1_AbortCause: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ABORT_CAUSE_NONE\0\u{1}ABORT_CAUSE_REFUSED\0\u{1}ABORT_CAUSE_CONTENTION\0\u{1}ABORT_CAUSE_TIMEOUT\0\u{1}ABORT_CAUSE_UNAVAILABLE\0\u{1}ABORT_CAUSE_LEADER_CHANGED\0\u{1}ABORT_CAUSE_UNKNOWN_TXN\0")
+}
+
 nonisolated extension Dtc_V1_ScanSpace: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0SCAN_SPACE_STATE\0\u{1}SCAN_SPACE_LEDGER\0\u{1}SCAN_SPACE_PREPARED\0")
 }
@@ -1365,7 +1449,7 @@ nonisolated extension Dtc_V1_Redirect: SwiftProtobuf.Message, SwiftProtobuf._Mes
 
 nonisolated extension Dtc_V1_TxnOutcome: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TxnOutcome"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}txn_id\0\u{1}state\0\u{1}reason\0\u{1}partition\0\u{1}node\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}txn_id\0\u{1}state\0\u{1}reason\0\u{1}partition\0\u{1}node\0\u{3}abort_cause\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1378,6 +1462,7 @@ nonisolated extension Dtc_V1_TxnOutcome: SwiftProtobuf.Message, SwiftProtobuf._M
       case 3: try { try decoder.decodeSingularStringField(value: &self.reason) }()
       case 4: try { try decoder.decodeSingularUInt32Field(value: &self.partition) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.node) }()
+      case 6: try { try decoder.decodeSingularEnumField(value: &self.abortCause) }()
       default: break
       }
     }
@@ -1399,6 +1484,9 @@ nonisolated extension Dtc_V1_TxnOutcome: SwiftProtobuf.Message, SwiftProtobuf._M
     if !self.node.isEmpty {
       try visitor.visitSingularStringField(value: self.node, fieldNumber: 5)
     }
+    if self.abortCause != .none {
+      try visitor.visitSingularEnumField(value: self.abortCause, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1408,6 +1496,7 @@ nonisolated extension Dtc_V1_TxnOutcome: SwiftProtobuf.Message, SwiftProtobuf._M
     if lhs.reason != rhs.reason {return false}
     if lhs.partition != rhs.partition {return false}
     if lhs.node != rhs.node {return false}
+    if lhs.abortCause != rhs.abortCause {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1512,7 +1601,7 @@ nonisolated extension Dtc_V1_GetTxnRequest: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Dtc_V1_BranchStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".BranchStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}rm\0\u{1}state\0\u{1}reason\0\u{1}kind\0\u{3}payload_bytes\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}rm\0\u{1}state\0\u{1}reason\0\u{1}kind\0\u{3}payload_bytes\0\u{1}cause\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1525,6 +1614,7 @@ nonisolated extension Dtc_V1_BranchStatus: SwiftProtobuf.Message, SwiftProtobuf.
       case 3: try { try decoder.decodeSingularStringField(value: &self.reason) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.kind) }()
       case 5: try { try decoder.decodeSingularUInt32Field(value: &self.payloadBytes) }()
+      case 6: try { try decoder.decodeSingularEnumField(value: &self.cause) }()
       default: break
       }
     }
@@ -1546,6 +1636,9 @@ nonisolated extension Dtc_V1_BranchStatus: SwiftProtobuf.Message, SwiftProtobuf.
     if self.payloadBytes != 0 {
       try visitor.visitSingularUInt32Field(value: self.payloadBytes, fieldNumber: 5)
     }
+    if self.cause != .none {
+      try visitor.visitSingularEnumField(value: self.cause, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1555,6 +1648,7 @@ nonisolated extension Dtc_V1_BranchStatus: SwiftProtobuf.Message, SwiftProtobuf.
     if lhs.reason != rhs.reason {return false}
     if lhs.kind != rhs.kind {return false}
     if lhs.payloadBytes != rhs.payloadBytes {return false}
+    if lhs.cause != rhs.cause {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2061,11 +2155,11 @@ nonisolated extension Dtc_V1_Prepare: SwiftProtobuf.Message, SwiftProtobuf._Mess
   }
 
   public static func ==(lhs: Dtc_V1_Prepare, rhs: Dtc_V1_Prepare) -> Bool {
-    if lhs.participants != rhs.participants {return false}
     if lhs.txnID != rhs.txnID {return false}
     if lhs.startStamp != rhs.startStamp {return false}
     if lhs._sender != rhs._sender {return false}
     if lhs._branch != rhs._branch {return false}
+    if lhs.participants != rhs.participants {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2073,7 +2167,7 @@ nonisolated extension Dtc_V1_Prepare: SwiftProtobuf.Message, SwiftProtobuf._Mess
 
 nonisolated extension Dtc_V1_Vote: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Vote"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}txn_id\0\u{1}yes\0\u{1}reason\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}txn_id\0\u{1}yes\0\u{1}reason\0\u{1}cause\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2084,6 +2178,7 @@ nonisolated extension Dtc_V1_Vote: SwiftProtobuf.Message, SwiftProtobuf._Message
       case 1: try { try decoder.decodeSingularStringField(value: &self.txnID) }()
       case 2: try { try decoder.decodeSingularBoolField(value: &self.yes) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 4: try { try decoder.decodeSingularEnumField(value: &self.cause) }()
       default: break
       }
     }
@@ -2099,6 +2194,9 @@ nonisolated extension Dtc_V1_Vote: SwiftProtobuf.Message, SwiftProtobuf._Message
     if !self.reason.isEmpty {
       try visitor.visitSingularStringField(value: self.reason, fieldNumber: 3)
     }
+    if self.cause != .none {
+      try visitor.visitSingularEnumField(value: self.cause, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2106,6 +2204,7 @@ nonisolated extension Dtc_V1_Vote: SwiftProtobuf.Message, SwiftProtobuf._Message
     if lhs.txnID != rhs.txnID {return false}
     if lhs.yes != rhs.yes {return false}
     if lhs.reason != rhs.reason {return false}
+    if lhs.cause != rhs.cause {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
