@@ -89,7 +89,10 @@ let package = Package(
             ] + grpc
         ),
         // The ticket-booking example participant: depends on the public product alone.
-        .executableTarget(name: "dtc-example-tickets", dependencies: ["DTCParticipant"], path: "Examples/tickets"),
+        .executableTarget(
+            name: "dtc-example-tickets", dependencies: ["DTCParticipant"], path: "Examples/tickets",
+            exclude: ["README.md", "cluster.json"]
+        ),
         .target(name: "DTCSimulation", dependencies: ["DTCCore", "DTCShop"]),
         .executableTarget(
             name: "dtc-sim",
@@ -98,6 +101,7 @@ let package = Package(
         .testTarget(name: "DTCCoreTests", dependencies: ["DTCCore"]),
         .testTarget(name: "DTCSimulationTests", dependencies: ["DTCSimulation", "DTCCore", "DTCShop"]),
         .testTarget(name: "DTCShopTests", dependencies: ["DTCShop", "DTCCore"]),
+        .testTarget(name: "DTCParticipantTests", dependencies: ["DTCParticipant"]),
         .testTarget(name: "DTCStorageTests", dependencies: ["DTCStorage"]),
         .testTarget(name: "DTCVerifyTests", dependencies: ["DTCVerify", "DTCCore"]),
         .testTarget(
