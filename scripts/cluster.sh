@@ -6,15 +6,18 @@
 #
 # DTC_BUILD=debug|release picks the build (release by default). DTC_CRASH_AT_<name>=POINT
 # arms a crash point in that one node (see Sources/DTCNode/CrashPoints.swift).
-# DTC_FAULT_INJECTION=1 starts every process with --allow-fault-injection, so that `dtc fault`
-# can make its links misbehave (off by default). Processes are ended only by the PIDs this
-# script recorded.
+# DTC_FAULT_INJECTION=1 starts every process with --allow-fault-injection, so that
+# `dtc fault` can make its links misbehave (off by default). An rm runs the program its
+# optional "program" in the config names (an executable in the build's bin folder, dtc-rm by
+# default) with --config CONFIG --name NAME. Processes are ended only by the PIDs this script
+# recorded.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 CONFIG="$ROOT/cluster.json"
 if [ "${1:-}" = "--config" ]; then CONFIG="$(cd "$(dirname "$2")" && pwd)/$(basename "$2")"; shift 2; fi
 [ -f "$CONFIG" ] || die "no cluster config at $CONFIG"
+cluster_processes "$CONFIG" >/dev/null || die "cannot read the processes of $CONFIG"
 RUN="$(dirname "$CONFIG")/run"
 PIDS="$RUN/pids"
 LOGS="$RUN/logs"
@@ -29,13 +32,19 @@ is_running() { local pid; pid="$(pid_of "$1")"; [ -n "$pid" ] && alive "$pid"; }
 
 process_line() { cluster_processes "$CONFIG" | awk -v n="$1" '$2 == n' ; }
 
+check_program() { [ -x "$BIN/$2" ] || die "$1: no program $2 in $BIN (build it: swift build -c ${DTC_BUILD:-release} --product $2)"; }
+
+# Starts process $2 (kind $1) with its program $3 (dtc-node, dtc-rm, or an rm's "program").
 start_one() {
-  local kind="$1" name="$2"
+  local kind="$1" name="$2" program="${3:-}"
   if is_running "$name"; then say "$name already running (pid $(pid_of "$name"))"; return; fi
-  local cmd
-  if [ "$kind" = node ]; then cmd=("$BIN/dtc-node" --config "$CONFIG" --name "$name")
-  else cmd=("$BIN/dtc-rm" --config "$CONFIG" --name "$name"); fi
-  if [ "${DTC_FAULT_INJECTION:-0}" = 1 ]; then cmd+=(--allow-fault-injection); fi
+  if [ -z "$program" ]; then [ "$kind" = node ] && program=dtc-node || program=dtc-rm; fi
+  check_program "$name" "$program"
+  local cmd=("$BIN/$program" --config "$CONFIG" --name "$name")
+  # Only dtc's own programs know the test flag; another participant may refuse it.
+  if [ "${DTC_FAULT_INJECTION:-0}" = 1 ]; then
+    cmd+=(--allow-fault-injection)
+  fi
   echo "=== start $(date -u +%FT%T.%3NZ)" >> "$LOGS/$name.log"
   local crash="DTC_CRASH_AT_$name"
   nohup env -u DTC_CRASH_AT ${!crash:+DTC_CRASH_AT=${!crash}} "${cmd[@]}" >> "$LOGS/$name.log" 2>&1 &
@@ -71,18 +80,20 @@ case "$cmd" in
   up)
     ensure_prerequisites
     find_binaries
+    # Every program must exist before anything starts.
+    while read -r kind pname host port program; do check_program "$pname" "$program"; done < <(cluster_processes "$CONFIG")
     # RMs first, so coordinators that recover txns find them.
-    while read -r kind pname host port; do [ "$kind" = rm ] && start_one "$kind" "$pname"; done < <(cluster_processes "$CONFIG")
-    while read -r kind pname host port; do [ "$kind" = node ] && start_one "$kind" "$pname"; done < <(cluster_processes "$CONFIG")
-    while read -r kind pname host port; do wait_listening "$pname" "$host" "$port"; done < <(cluster_processes "$CONFIG")
+    while read -r kind pname host port program; do [ "$kind" = rm ] && start_one "$kind" "$pname" "$program"; done < <(cluster_processes "$CONFIG")
+    while read -r kind pname host port program; do [ "$kind" = node ] && start_one "$kind" "$pname" "$program"; done < <(cluster_processes "$CONFIG")
+    while read -r kind pname host port program; do wait_listening "$pname" "$host" "$port"; done < <(cluster_processes "$CONFIG")
     say "cluster up: $(cluster_processes "$CONFIG" | awk '{print $2}' | tr '\n' ' ')(logs in $LOGS)"
     ;;
   down)
-    while read -r kind pname host port; do stop_one "$pname"; done < <(cluster_processes "$CONFIG")
+    while read -r kind pname host port program; do stop_one "$pname"; done < <(cluster_processes "$CONFIG")
     say "cluster down"
     ;;
   status)
-    while read -r kind pname host port; do
+    while read -r kind pname host port program; do
       pid="$(pid_of "$pname")"
       if is_running "$pname"; then
         state="running"; grep -q "^State:.*T" "/proc/$pid/status" 2>/dev/null && state="paused"
@@ -96,7 +107,7 @@ case "$cmd" in
     [ -n "$name" ] || usage
     line="$(process_line "$name")"
     [ -n "$line" ] || die "no process named '$name' in $CONFIG"
-    read -r kind pname host port <<< "$line"
+    read -r kind pname host port program <<< "$line"
     case "$cmd" in
       kill) is_running "$name" || die "$name is not running"; kill -KILL "$(pid_of "$name")"; say "killed $name (SIGKILL)" ;;
       pause) is_running "$name" || die "$name is not running"; kill -STOP "$(pid_of "$name")"; say "paused $name (SIGSTOP)" ;;
@@ -104,7 +115,7 @@ case "$cmd" in
       restart)
         find_binaries
         stop_one "$name"
-        start_one "$kind" "$name"
+        start_one "$kind" "$name" "$program"
         wait_listening "$name" "$host" "$port"
         say "restarted $name (pid $(pid_of "$name"))"
         ;;

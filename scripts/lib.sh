@@ -20,33 +20,43 @@ ensure_prerequisites() {
   fi
 }
 
-# Builds the three binaries in $DTC_BUILD mode (release by default) and sets BIN.
+# The executables the scripts run: the node, the shop's participant, the CLI, and the example
+# participant (Examples/tickets) that an rm's "program" in a cluster config may name.
+DTC_PRODUCTS=(dtc-node dtc-rm dtc dtc-example-tickets)
+
+# Builds the binaries in $DTC_BUILD mode (release by default) and sets BIN.
 build_binaries() {
-  local mode="${DTC_BUILD:-release}"
+  local mode="${DTC_BUILD:-release}" product
   say "building ($mode)"
-  (cd "$ROOT" && swift build -c "$mode" --product dtc-node >&2 && swift build -c "$mode" --product dtc-rm >&2 \
-    && swift build -c "$mode" --product dtc >&2) || die "build failed"
+  for product in "${DTC_PRODUCTS[@]}"; do
+    (cd "$ROOT" && swift build -c "$mode" --product "$product" >&2) || die "build failed ($product)"
+  done
   BIN="$(cd "$ROOT" && swift build -c "$mode" --show-bin-path)"
 }
 
 # Sets BIN without building when the binaries already exist.
 find_binaries() {
-  local mode="${DTC_BUILD:-release}"
+  local mode="${DTC_BUILD:-release}" product
   # .build/<mode> is SwiftPM's link to the bin path; asking swift for it costs a second.
   BIN="$ROOT/.build/$mode"
-  if [ ! -x "$BIN/dtc-node" ] || [ ! -x "$BIN/dtc-rm" ] || [ ! -x "$BIN/dtc" ]; then
-    build_binaries
-  fi
+  for product in "${DTC_PRODUCTS[@]}"; do
+    if [ ! -x "$BIN/$product" ]; then build_binaries; return; fi
+  done
 }
 
-# Prints "kind name host port" for every process in the cluster config $1.
+# Prints "kind name host port program" for every process in the cluster config $1. program is
+# the executable in the build's bin folder that serves the process: dtc-node for a node, and
+# for an rm its optional "program" (default dtc-rm, the shop's participant).
 cluster_processes() {
   python3 - "$1" <<'PY'
 import json, sys
 c = json.load(open(sys.argv[1]))
 for n in c["nodes"]:
-    print("node", n["name"], n["host"], n["port"])
+    print("node", n["name"], n["host"], n["port"], "dtc-node")
 for r in c["rms"]:
-    print("rm", r["name"], r["host"], r["port"])
+    program = r.get("program") or "dtc-rm"
+    if not isinstance(program, str) or "/" in program or program != program.strip() or " " in program:
+        sys.exit(f"rm {r['name']}: \"program\" must name an executable in the build's bin folder, got {program!r}")
+    print("rm", r["name"], r["host"], r["port"], program)
 PY
 }

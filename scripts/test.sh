@@ -17,6 +17,8 @@ say "failover tests"
 DTC_BUILD=debug "$ROOT/scripts/failover-test.sh"
 say "fault injection test"
 DTC_BUILD=debug "$ROOT/scripts/fault-test.sh"
+say "example participant test (tickets)"
+DTC_BUILD=debug "$ROOT/scripts/example-test.sh"
 say "chaos run (60 s)"
 DTC_BUILD=debug "$ROOT/scripts/chaos.sh" --duration 60 --seed 1
 say "all tests passed"

@@ -176,7 +176,9 @@ public struct Coordinator: Sendable {
         txn.phase = .preparing(votes: votes, deadline: deadline)
         active[txnID] = txn
         if case .no(let reason) = vote {
-            return decide(txnID, .abort, reason: AbortReason(reason.cause, "\(rm) voted NO: \(reason.text)"), now: now)
+            // An unreachable participant is reported as a NO by the shell; it never voted.
+            let text = reason.cause == .unavailable ? reason.text : "\(rm) voted NO: \(reason.text)"
+            return decide(txnID, .abort, reason: AbortReason(reason.cause, text), now: now)
         }
         if votes.count == txn.branches.count {
             return decide(txnID, .commit, reason: .none, now: now)

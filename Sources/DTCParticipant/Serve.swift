@@ -12,12 +12,16 @@ import Logging
 /// store in the participant's `dataDir`, writes `initialState` on the first start, reloads
 /// prepared txns and re-takes their locks, then serves the Exchange stream, Scan and Status
 /// until the process ends. Errors in the config or the store are thrown before it serves.
+/// `allowFaultInjection` serves the admin RPC that makes its links misbehave (`dtc fault`),
+/// for tests only. It logs to standard error.
 public func serveParticipant(
     _ logic: some ParticipantLogic, name: String, configPath: String = "cluster.json",
-    initialState: [(key: String, value: [UInt8])] = []
+    initialState: [(key: String, value: [UInt8])] = [], allowFaultInjection: Bool = false
 ) async throws {
     let config = try ClusterConfig.load(path: configPath)
-    try await serveParticipant(logic, config: config, name: name, initialState: initialState, logger: Logger(label: "dtc-participant.\(name)"))
+    try await serveParticipant(
+        logic, config: config, name: name, initialState: initialState, allowFaultInjection: allowFaultInjection,
+        logger: Logger(label: "dtc-participant.\(name)"))
 }
 
 /// The same, with a loaded config and a logger; `allowFaultInjection` serves the admin RPC
@@ -30,7 +34,7 @@ public func serveParticipant(
         throw ConfigError("no rm named '\(name)' in the cluster config (rms: \(config.rms.map(\.name).joined(separator: ", ")))")
     }
     let store = try ParticipantStore(path: config.dataDirectory(of: me))
-    if try await store.seedIfEmpty(initialState) {
+    if try await store.seedIfEmpty(initialState), !initialState.isEmpty {
         logger.info("\(name): wrote the initial state (\(initialState.count) keys)")
     }
     let faults = allowFaultInjection ? FaultInjector(process: name, addresses: config.processNames) : nil
