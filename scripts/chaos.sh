@@ -65,16 +65,8 @@ cleanup() {
 trap cleanup EXIT
 
 # Own ports (30100+) and data, a small key space so that txns contend for the same keys.
-python3 - "$ROOT/cluster.json" "$CONFIG" <<'PY'
-import json, sys
-c = json.load(open(sys.argv[1]))
-c["replicationFactor"] = 3
-c["seed"] = {"skus": 100, "unitsPerSku": 100000, "users": 1000, "centsPerUser": 100000000}
-for i, p in enumerate(c["nodes"] + c["rms"]):
-    p["port"] = 30100 + i
-    p["dataDir"] = "run/data/" + p["name"]
-json.dump(c, open(sys.argv[2], "w"), indent=2)
-PY
+write_test_config "$ROOT/cluster.json" "$CONFIG" 30100 \
+  '{"replicationFactor": 3, "seed": {"skus": 100, "unitsPerSku": 100000, "users": 1000, "centsPerUser": 100000000}}'
 
 # Network faults need the `dtc fault` command and processes started to allow them.
 NETWORK=0

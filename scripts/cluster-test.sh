@@ -11,14 +11,7 @@ WORK="$(mktemp -d /tmp/dtc-cluster-test.XXXXXX)"
 CONFIG="$WORK/cluster.json"
 export DTC_BUILD="${DTC_BUILD:-debug}"
 
-python3 - "$ROOT/cluster.json" "$CONFIG" <<'PY'
-import json, sys
-c = json.load(open(sys.argv[1]))
-for i, p in enumerate(c["nodes"] + c["rms"]):
-    p["port"] = 27100 + i
-    p["dataDir"] = "run/data/" + p["name"]
-json.dump(c, open(sys.argv[2], "w"), indent=2)
-PY
+write_test_config "$ROOT/cluster.json" "$CONFIG" 27100
 
 cluster() { "$ROOT/scripts/cluster.sh" --config "$CONFIG" "$@"; }
 cleanup() {

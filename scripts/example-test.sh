@@ -24,15 +24,7 @@ SUBMIT_PID=""
 
 # The example's config on this test's own ports (31100+) and data folder. A longer prepare
 # timeout keeps the txn of step c in flight while `dtc status` (1 s per paused process) sees it.
-python3 - "$ROOT/Examples/tickets/cluster.json" "$CONFIG" <<'PY'
-import json, sys
-c = json.load(open(sys.argv[1]))
-c["timing"]["prepareTimeoutMs"] = 10000
-for i, p in enumerate(c["nodes"] + c["rms"]):
-    p["port"] = 31100 + i
-    p["dataDir"] = "run/data/" + p["name"]
-json.dump(c, open(sys.argv[2], "w"), indent=2)
-PY
+write_test_config "$ROOT/Examples/tickets/cluster.json" "$CONFIG" 31100 '{"timing": {"prepareTimeoutMs": 10000}}'
 
 cluster() { "$ROOT/scripts/cluster.sh" --config "$CONFIG" "$@"; }
 cleanup() {

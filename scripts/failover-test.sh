@@ -44,17 +44,9 @@ new_cluster() {
   [ -n "$CONFIG" ] && cluster down >/dev/null 2>&1 || true
   mkdir -p "$WORK/$1"
   CONFIG="$WORK/$1/cluster.json"
-  python3 - "$ROOT/cluster.json" "$CONFIG" "${2:-}" <<'PY'
-import json, sys
-c = json.load(open(sys.argv[1]))
-c["replicationFactor"] = 3
-if sys.argv[3]:
-    c["timing"]["logRetentionMs"] = int(sys.argv[3])
-for i, p in enumerate(c["nodes"] + c["rms"]):
-    p["port"] = 28100 + i
-    p["dataDir"] = "run/data/" + p["name"]
-json.dump(c, open(sys.argv[2], "w"), indent=2)
-PY
+  local patch='{"replicationFactor": 3}'
+  [ -n "${2:-}" ] && patch="{\"replicationFactor\": 3, \"timing\": {\"logRetentionMs\": $2}}"
+  write_test_config "$ROOT/cluster.json" "$CONFIG" 28100 "$patch"
   say "=== $1"
 }
 

@@ -60,3 +60,22 @@ for r in c["rms"]:
     print("rm", r["name"], r["host"], r["port"], program)
 PY
 }
+
+# Writes a test's own copy of the cluster config $1 to $2: ports from $3 up (nodes, then rms),
+# data under run/data/NAME beside it, and the JSON object $4 (optional) merged in, one level
+# deep (e.g. '{"timing": {"prepareTimeoutMs": 10000}}' changes that one timing value).
+write_test_config() {
+  python3 - "$1" "$2" "$3" "${4:-{\}}" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+for key, value in json.loads(sys.argv[4]).items():
+    if isinstance(value, dict) and isinstance(c.get(key), dict):
+        c[key].update(value)
+    else:
+        c[key] = value
+for i, p in enumerate(c["nodes"] + c["rms"]):
+    p["port"] = int(sys.argv[3]) + i
+    p["dataDir"] = "run/data/" + p["name"]
+json.dump(c, open(sys.argv[2], "w"), indent=2)
+PY
+}
