@@ -62,10 +62,11 @@ final class RMLink: Sendable {
         do {
             try await connections.resourceManager(address).exchange(options: options) { writer in
                 while let batch = await self.outgoing.next() {
-                    let request = Self.request(batch)
-                    try await writer.write(request)
-                    if !request.prepares.isEmpty { CrashPoints.shared.reached(.afterPreparesSent) }
-                    if request.decisions.contains(where: \.commit) { CrashPoints.shared.reached(.midwayCommits) }
+                    for request in Self.requests(batch) {
+                        try await writer.write(request)
+                        if !request.prepares.isEmpty { CrashPoints.shared.reached(.afterPreparesSent) }
+                        if request.decisions.contains(where: \.commit) { CrashPoints.shared.reached(.midwayCommits) }
+                    }
                 }
             } onResponse: { response in
                 for try await message in response.messages {
@@ -100,14 +101,32 @@ final class RMLink: Sendable {
         await replies.votesReceived(lost.sorted().map { ($0, .no(reason: AbortReason(.unavailable, reason))) }, from: rm)
     }
 
-    private static func request(_ batch: [Outgoing]) -> Dtc_V1_RMRequest {
+    /// A message carries at most about this many bytes of payload: participants accept 16 MiB
+    /// messages, and a backlog of PREPAREs with 64 KiB payloads must not exceed that.
+    static let requestPayloadBytesMax = 4 << 20
+
+    /// The batch in order, as few messages as the size bound allows.
+    static func requests(_ batch: [Outgoing]) -> [Dtc_V1_RMRequest] {
+        var requests: [Dtc_V1_RMRequest] = []
         var request = Dtc_V1_RMRequest()
+        var bytes = 0
         for item in batch {
+            let size: Int
+            switch item {
+            case .prepare(let message): size = message.branch.payload.count + 256
+            case .decision: size = 128
+            }
+            if bytes + size > requestPayloadBytesMax, bytes > 0 {
+                requests.append(request)
+                (request, bytes) = (Dtc_V1_RMRequest(), 0)
+            }
+            bytes += size
             switch item {
             case .prepare(let message): request.prepares.append(message.wire)
             case .decision(let message): request.decisions.append(message.wire)
             }
         }
-        return request
+        if bytes > 0 { requests.append(request) }
+        return requests
     }
 }
