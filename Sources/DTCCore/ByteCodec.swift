@@ -87,6 +87,13 @@ public struct ByteReader: Sendable {
         return text
     }
 
+    /// A count, then each string.
+    public mutating func readStrings() throws(RecordDecodingError) -> [String] {
+        var values: [String] = []
+        for _ in 0..<(try readUInt32()) { values.append(try readString()) }
+        return values
+    }
+
     /// A length-prefixed byte string.
     public mutating func readBytes() throws(RecordDecodingError) -> [UInt8] {
         let start = offset
@@ -119,6 +126,12 @@ extension ByteWriter {
         write(branch.rm)
         write(branch.kind)
         write(bytes: branch.payload)
+    }
+
+    /// A count, then each string.
+    public mutating func write(strings values: [String]) {
+        write(UInt32(values.count))
+        for value in values { write(value) }
     }
 
     /// A length-prefixed byte string.

@@ -32,16 +32,14 @@ public struct PreparedTxn: Hashable, Sendable {
         writer.write(txnID.rawValue); writer.write(stamp)
         writer.write(sender.partition); writer.write(sender.epoch); writer.write(sender.node)
         writer.write(kind)
-        writer.write(UInt32(keys.count))
-        for key in keys { writer.write(key) }
+        writer.write(strings: keys)
         writer.write(UInt32(writes.count))
         for write in writes {
             writer.write(write.key)
             writer.write(write.value != nil)
             if let value = write.value { writer.write(bytes: value) }
         }
-        writer.write(UInt32(participants.count))
-        for name in participants { writer.write(name) }
+        writer.write(strings: participants)
         return writer.bytes
     }
 
@@ -52,15 +50,13 @@ public struct PreparedTxn: Hashable, Sendable {
         stamp = try reader.readUInt64()
         sender = Sender(partition: try reader.readUInt32(), epoch: try reader.readEpoch(), node: try reader.readString())
         kind = try reader.readString()
-        keys = []
-        for _ in 0..<(try reader.readUInt32()) { keys.append(try reader.readString()) }
+        keys = try reader.readStrings()
         writes = []
         for _ in 0..<(try reader.readUInt32()) {
             let key = try reader.readString()
             writes.append(Write(key: key, value: try reader.readBool() ? try reader.readBytes() : nil))
         }
-        participants = []
-        for _ in 0..<(try reader.readUInt32()) { participants.append(try reader.readString()) }
+        participants = try reader.readStrings()
         guard reader.isAtEnd else { throw .trailingBytes(at: reader.offset) }
     }
 }

@@ -56,8 +56,7 @@ public struct LedgerEntry: Hashable, Sendable {
         writer.write(epoch)
         writer.write(seenEpoch)
         writer.write(applications)
-        writer.write(UInt32(participants.count))
-        for name in participants { writer.write(name) }
+        writer.write(strings: participants)
         return writer.bytes
     }
 
@@ -72,8 +71,7 @@ public struct LedgerEntry: Hashable, Sendable {
         epoch = try reader.readEpoch()
         seenEpoch = try reader.readEpoch()
         applications = try reader.readUInt32()
-        participants = []
-        for _ in 0..<(try reader.readUInt32()) { participants.append(try reader.readString()) }
+        participants = try reader.readStrings()
         guard reader.isAtEnd else { throw .trailingBytes(at: reader.offset) }
     }
 }
