@@ -5,6 +5,7 @@ import DTCWire
 import Foundation
 import GRPCCore
 import Logging
+import Synchronization
 import Testing
 
 /// A real node in this process, serving gRPC on loopback, with no RMs: requests that fail
@@ -18,7 +19,9 @@ struct LiveNode {
     static func start() async throws -> LiveNode {
         let directory = NSTemporaryDirectory() + "dtc-node-test-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let base = 30_000 + Int(getpid() % 10_000) * 3 % 30_000
+        // Each node of this process gets ports of its own: a node just stopped may still hold
+        // its port while the next one starts.
+        let base = 30_000 + Int(getpid() % 1_500) * 20 + instances.add(1, ordering: .relaxed).oldValue % 6 * 3
         let json = """
             {"partitions": 16, "replicationFactor": 1, "virtualNodes": 64,
              "nodes": [{"name": "n1", "host": "127.0.0.1", "port": \(base), "dataDir": "n1"},
@@ -56,8 +59,11 @@ struct LiveNode {
         Issue.record("node did not start leading its partitions")
     }
 
+    private static let instances = Atomic<Int>(0)
+
     func stop() async {
         task.cancel()
+        _ = await task.result
         await connections.close()
         try? FileManager.default.removeItem(atPath: directory)
     }
