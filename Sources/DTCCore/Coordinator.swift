@@ -137,6 +137,12 @@ public struct Coordinator: Sendable {
 
     public func leads(_ partition: UInt32) -> Bool { epochs[partition] != nil }
 
+    /// Whether `txnID` is preparing and has no vote from `rm` yet.
+    public func isAwaitingVote(_ txnID: TxnID, from rm: String) -> Bool {
+        guard let txn = active[txnID], case .preparing(let votes, _) = txn.phase else { return false }
+        return votes[rm] == nil
+    }
+
     // MARK: - Events
 
     /// A client submits `txnID`. A known txn answers its current state (idempotent submit).

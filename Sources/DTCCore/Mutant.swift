@@ -18,4 +18,9 @@ package enum Mutant: String, Sendable, CaseIterable {
     /// A participant that restarts does not re-take the locks of its prepared txns, so another
     /// txn can plan against state a prepared txn is about to change.
     case skipRelockOnRecovery
+    /// A leader releases what waited for the quorum (decisions, outcomes) once its own copy
+    /// is durable, without waiting for any follower.
+    case releaseOnLocalSync
+    /// A follower acknowledges appends as they arrive, before they are durable.
+    case followerAcksBeforeDurable
 }

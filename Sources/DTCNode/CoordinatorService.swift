@@ -21,13 +21,13 @@ struct CoordinatorService: Dtc_V1_Coordinator.SimpleServiceProtocol {
         switch await runtime.txn(txnID) {
         case .snapshot(let snapshot):
             return .with { $0.txn = detail(snapshot) }
-        case .refused(.redirect(let redirect)):
-            return .with { $0.redirect = redirect }
-        case .refused(let refusal):
-            _ = try answer(txnID, refusal)
-            throw RPCError(code: .internalError, message: "no answer for \(txnID)")
+        case .redirect(let leader, let partition):
+            return .with { $0.redirect = runtime.redirect(to: leader, partition: partition) }
         case .notFound:
             throw RPCError(code: .notFound, message: "txn '\(txnID)' is unknown to \(runtime.name) (never submitted, or forgotten after its retention)")
+        case let other:
+            _ = try answer(txnID, other)
+            throw RPCError(code: .internalError, message: "no answer for \(txnID)")
         }
     }
 
@@ -55,18 +55,20 @@ struct CoordinatorService: Dtc_V1_Coordinator.SimpleServiceProtocol {
 
     // MARK: - Helpers
 
-    private func answer(_ txnID: TxnID, _ answer: NodeRuntime.Answer) throws -> Dtc_V1_SubmitResponse {
+    private func answer(_ txnID: TxnID, _ answer: NodeAnswer) throws -> Dtc_V1_SubmitResponse {
         switch answer {
-        case .status(let status, let partition):
-            return .with { $0.outcome = outcome(txnID, status, partition) }
-        case .redirect(let redirect):
-            return .with { $0.redirect = redirect }
+        case .status(let status, let sender):
+            return .with { $0.outcome = outcome(txnID, status, sender.partition) }
+        case .redirect(let leader, let partition):
+            return .with { $0.redirect = runtime.redirect(to: leader, partition: partition) }
         case .unavailable(let reason):
             throw RPCError(code: .unavailable, message: reason)
         case .overloaded(let inFlight):
             throw RPCError(code: .resourceExhausted, message: "overloaded: \(inFlight) txns in flight; retry with the same txn_id")
         case .idTaken:
             throw RPCError(code: .failedPrecondition, message: "txn_id '\(txnID)' is taken by a different txn (other participants or payloads); choose a new txn_id")
+        case .snapshot, .notFound:
+            throw RPCError(code: .internalError, message: "unexpected answer for \(txnID)")
         }
     }
 

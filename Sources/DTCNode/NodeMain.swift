@@ -11,16 +11,12 @@ import Logging
 /// recovers unfinished txns, then serves until the process is killed. With
 /// `allowFaultInjection` its links can be told to misbehave through the admin RPC.
 public func runNode(config: ClusterConfig, name: String, allowFaultInjection: Bool = false, logger: Logger) async throws {
-    guard let me = config.node(named: name), let index = config.nodeIndex(of: name) else {
+    guard let me = config.node(named: name) else {
         throw ConfigError("no node named '\(name)' in the cluster config (nodes: \(config.nodes.map(\.name).joined(separator: ", ")))")
     }
     if let crash = CrashPoints.shared.description { logger.warning("\(name): crash point armed: \(crash) (DTC_CRASH_AT)") }
     let store = try NodeStore(path: config.dataDirectory(of: me))
     let map = config.partitionMap
-    var promised: [UInt32: Epoch] = [:]
-    for partition in 0..<map.partitionCount where map.replicaGroup(of: partition).contains(name) {
-        promised[partition] = try store.promise(of: partition)
-    }
     let rowCount = try store.rows.rowCount()
     let groups = (0..<map.partitionCount).filter { map.replicaGroup(of: $0).contains(name) }.count
     logger.info("\(name): member of \(groups) partitions' replica groups, \(rowCount) rows in the log")
@@ -35,10 +31,9 @@ public func runNode(config: ClusterConfig, name: String, allowFaultInjection: Bo
     let peerLinks = Dictionary(uniqueKeysWithValues: peers.map {
         ($0.name, PeerLink(peer: $0.name, address: $0.address, connections: connections))
     })
-    let coordinator = Coordinator(node: name, nodeIndex: UInt32(index), epochs: [:], limits: config.limits)
-    let runtime = NodeRuntime(
-        name: name, config: config, coordinator: coordinator, store: store, rmLinks: rmLinks, connections: connections,
-        clock: ProcessClock(), logger: logger, promised: promised)
+    let runtime = try NodeRuntime(
+        name: name, config: config, store: store, incarnation: try await store.nextIncarnation(), rmLinks: rmLinks,
+        connections: connections, clock: ProcessClock(), logger: logger)
     await runtime.attach(peerLinks)
 
     let services: [any RegistrableRPCService] = [
@@ -59,25 +54,8 @@ public func runNode(config: ClusterConfig, name: String, allowFaultInjection: Bo
         for link in peerLinks.values {
             group.addTask { await link.run(replies: runtime) }
         }
-        for peer in peers {
-            group.addTask { try await heartbeat(peer, runtime: runtime, connections: connections, config: config) }
-        }
         if let address = try await transport.listeningAddress.ipv4 {
             logger.info("\(name): serving on \(address.host):\(address.port)")
-        }
-    }
-}
-
-/// Sends `peer` a heartbeat every `heartbeatMs`; each answer tells the runtime the peer is
-/// alive, what it leads and what it has promised.
-private func heartbeat(_ peer: ClusterConfig.Process, runtime: NodeRuntime, connections: Connections, config: ClusterConfig) async throws {
-    var options = CallOptions.defaults
-    options.timeout = .milliseconds(max(config.timing.heartbeatMs * 2, 100))
-    options.waitForReady = false
-    try await every(.milliseconds(config.timing.heartbeatMs)) {
-        let request = await runtime.heartbeatRequest()
-        if let response = try? await connections.replica(peer.address).heartbeat(request, options: options) {
-            await runtime.heartbeatAnswered(response)
         }
     }
 }

@@ -41,6 +41,20 @@ final class NodeStore: Sendable {
         try rows.rows(partition: partition).map { try TxnRow(decoding: $0.value) }
     }
 
+    /// Counts the node's starts, durably: each start's replication sessions number above the
+    /// sessions of every earlier start (`NodeMachine`'s incarnation).
+    func nextIncarnation() async throws -> UInt64 {
+        let stored = try rows.meta("incarnation").map { bytes -> UInt64 in
+            var reader = ByteReader(bytes)
+            return try reader.readUInt64()
+        }
+        let next = (stored ?? 0) + 1
+        var writer = ByteWriter()
+        writer.write(next)
+        try await rows.update([], meta: [("incarnation", writer.bytes)])
+        return next
+    }
+
     func promise(of partition: UInt32) throws -> Epoch? {
         try rows.meta(Self.promiseKey(partition)).map(decodeEpoch)
     }

@@ -6,20 +6,19 @@ import Synchronization
 
 /// What a follower's acknowledgements tell the leader.
 protocol PeerReplyHandler: Sendable {
-    func appendsAcked(_ acks: [Dtc_V1_AppendAck], from peer: String) async
-    /// A new stream to `peer` is open: send it what it needs to catch up before new appends.
-    func peerConnected(_ peer: String) async
+    func appendAcksReceived(_ acks: Dtc_V1_AppendAcks, from peer: String) async
 }
 
-/// A leader's stream of partition records to one follower. Appends queue up and go out many
-/// per message; acks come back once the follower has them durably. After a reconnect the
-/// runtime first sends the follower every in-flight txn again (`peerConnected`), so that its
-/// later acks cover everything still undecided.
+/// A leader's stream of replication messages to one follower. Messages queue up and go out in
+/// order; acks come back on the same stream. The link knows nothing of sessions: if the stream
+/// breaks it reconnects and goes on with what is queued, and the follower, seeing a gap,
+/// asks the leader's machine for a new session. `restart` drops the stream and the queue when
+/// the machine opens a new session itself (a silent follower).
 final class PeerLink: Sendable {
     let peer: String
     private let address: String
     private let connections: Connections
-    private let outgoing = BatchQueue<Dtc_V1_Append>()
+    private let outgoing = BatchQueue<Dtc_V1_AppendBatch>()
     private let current = Mutex<Task<Void, Never>?>(nil)
 
     init(peer: String, address: String, connections: Connections) {
@@ -28,13 +27,8 @@ final class PeerLink: Sendable {
         self.connections = connections
     }
 
-    func send(_ appends: [Dtc_V1_Append]) {
-        outgoing.append(contentsOf: appends)
-    }
-
-    /// Drops what is queued: a catch-up replaces it.
-    func discardQueued() {
-        _ = outgoing.removeAll { _ in true }
+    func send(_ batch: Dtc_V1_AppendBatch) {
+        outgoing.append(contentsOf: [batch])
     }
 
     func run(replies: any PeerReplyHandler) async {
@@ -51,9 +45,10 @@ final class PeerLink: Sendable {
         }
     }
 
-    /// Drops the current stream: the next one starts with a catch-up. For a stream that stays
-    /// open but brings no acks back (the runtime sees the follower fall behind and stay silent).
+    /// Drops the current stream and everything queued: the message the machine sends next (a
+    /// new session's catch-up) goes first on a fresh stream.
     func restart() {
+        _ = outgoing.removeAll { _ in true }
         current.withLock { $0?.cancel() }
     }
 
@@ -61,13 +56,12 @@ final class PeerLink: Sendable {
         var options = CallOptions.defaults
         options.waitForReady = false
         _ = try? await connections.replica(address).replicate(options: options) { writer in
-            await replies.peerConnected(self.peer)
-            while let batch = await self.outgoing.next() {
-                try await writer.write(.with { $0.appends = batch })
+            while let batches = await self.outgoing.next() {
+                try await writer.write(contentsOf: batches)
             }
         } onResponse: { response in
             for try await message in response.messages {
-                await replies.appendsAcked(message.acks, from: self.peer)
+                await replies.appendAcksReceived(message, from: self.peer)
             }
         }
     }

@@ -8,6 +8,8 @@ import Synchronization
 protocol RMReplyHandler: Sendable {
     func votesReceived(_ votes: [(TxnID, Vote)], from rm: String) async
     func acksReceived(_ acks: [(TxnID, accepted: Bool, reason: String)], from rm: String) async
+    /// The stream broke: every PREPARE sent on it and not answered counts as NO.
+    func streamBroken(to rm: String, reason: String) async
 }
 
 /// The node's link to one RM: one long-lived bidirectional stream. PREPAREs and decisions
@@ -26,8 +28,6 @@ final class RMLink: Sendable {
     private let address: String
     private let connections: Connections
     private let outgoing = BatchQueue<Outgoing>()
-    /// PREPAREs sent or queued and not yet answered.
-    private let unanswered = Mutex<Set<TxnID>>([])
 
     init(rm: String, address: String, connections: Connections) {
         self.rm = rm
@@ -36,7 +36,6 @@ final class RMLink: Sendable {
     }
 
     func send(_ prepares: [PrepareMessage], _ decisions: [DecisionMessage]) {
-        unanswered.withLock { $0.formUnion(prepares.map(\.txnID)) }
         outgoing.append(contentsOf: prepares.map(Outgoing.prepare) + decisions.map(Outgoing.decision))
     }
 
@@ -82,7 +81,6 @@ final class RMLink: Sendable {
     private func deliver(_ message: Dtc_V1_RMResponse, _ replies: any RMReplyHandler) async {
         if !message.votes.isEmpty {
             let votes = message.votes.map { (TxnID($0.txnID), Vote(wire: $0)) }
-            unanswered.withLock { $0.subtract(votes.map(\.0)) }
             await replies.votesReceived(votes, from: rm)
         }
         if !message.acks.isEmpty {
@@ -90,15 +88,11 @@ final class RMLink: Sendable {
         }
     }
 
-    /// Every PREPARE in flight or queued when the stream broke is answered NO.
+    /// Every PREPARE in flight or queued when the stream broke is answered NO (the node's
+    /// machine knows which it sent); the queued ones are not sent later.
     private func failUnanswered(_ reason: String, _ replies: any RMReplyHandler) async {
         _ = outgoing.removeAll { if case .prepare = $0 { true } else { false } }
-        let lost = unanswered.withLock { unanswered in
-            defer { unanswered.removeAll() }
-            return unanswered
-        }
-        guard !lost.isEmpty else { return }
-        await replies.votesReceived(lost.sorted().map { ($0, .no(reason: AbortReason(.unavailable, reason))) }, from: rm)
+        await replies.streamBroken(to: rm, reason: reason)
     }
 
     /// A message carries at most about this many bytes of payload: participants accept 16 MiB

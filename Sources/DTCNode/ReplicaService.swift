@@ -9,20 +9,19 @@ struct ReplicaService: Dtc_V1_Replica.SimpleServiceProtocol {
     let config: ClusterConfig
 
     func heartbeat(request: Dtc_V1_HeartbeatRequest, context: ServerContext) async throws -> Dtc_V1_HeartbeatResponse {
-        guard config.node(named: request.node) != nil else {
-            throw RPCError(code: .invalidArgument, message: "node '\(request.node)' is not in the cluster config")
-        }
+        try checkPeer(request.node, field: "node")
         return await runtime.heartbeatReceived(request)
     }
 
     func fence(request: Dtc_V1_FenceRequest, context: ServerContext) async throws -> Dtc_V1_FenceResponse {
+        try checkPeer(request.candidate, field: "candidate")
         if let bad = request.partitions.first(where: { $0.partition >= config.partitions }) {
             throw RPCError(code: .invalidArgument, message: "partitions: \(bad.partition) does not exist (\(config.partitions) partitions)")
         }
         return await runtime.fenceRequested(request)
     }
 
-    /// One leader's stream of appends; acks go back as the records become durable.
+    /// One leader's stream of session messages; acks go back as the records become durable.
     func replicate(
         request: RPCAsyncSequence<Dtc_V1_AppendBatch, any Error>, response: RPCWriter<Dtc_V1_AppendAcks>, context: ServerContext
     ) async throws {
@@ -31,20 +30,28 @@ struct ReplicaService: Dtc_V1_Replica.SimpleServiceProtocol {
             group.addTask {
                 while let batch = await acks.next() { try await response.write(.with { $0.acks = batch }) }
             }
-            var refused = false
-            stream: for try await message in request {
-                for (leader, appends) in Dictionary(grouping: message.appends, by: { $0.epochNode }) {
-                    let name = config.nodes.indices.contains(Int(leader) - 1) ? config.nodes[Int(leader) - 1].name : "node \(leader)"
-                    refused = await runtime.appendsReceived(appends, from: name, replyTo: acks) == .refusedSome
-                    if refused { break stream }
+            var opened: (leader: String, stream: UInt64)?
+            defer { acks.close() }
+            for try await batch in request {
+                try checkPeer(batch.leader, field: "leader")
+                if opened == nil { opened = (batch.leader, await runtime.openedStream(from: batch.leader, acks: acks)) }
+                let message: AppendMessage
+                do {
+                    message = try AppendMessage(wire: batch)
+                } catch {
+                    throw RPCError(code: .invalidArgument, message: "appends: a record does not decode: \(error)")
                 }
+                await runtime.appendsReceived(message, from: batch.leader, stream: opened!.stream, acks: acks)
             }
+            if let opened { await runtime.closedStream(opened.stream, from: opened.leader) }
             acks.close()
             try await group.waitForAll()
-            // Acks are cumulative per partition: after refusing an append, acking a later one
-            // would claim the refused records too. The stream ends instead; the leader
-            // reconnects and sends a catch-up.
-            if refused { throw RPCError(code: .unavailable, message: "refused an append; reconnect to catch up") }
+        }
+    }
+
+    private func checkPeer(_ node: String, field: String) throws {
+        guard config.node(named: node) != nil else {
+            throw RPCError(code: .invalidArgument, message: "\(field): node '\(node)' is not in the cluster config")
         }
     }
 }

@@ -229,6 +229,12 @@ extension Simulation {
         submit(index)
     }
 
+    /// The node could not serve the txn now: try the next member soon.
+    func clientToldToRetry(_ txnID: TxnID, client index: Int) {
+        guard clients[index].current?.txnID == txnID else { return }
+        schedule(at: now + 50, .clientTimeout(index, txnID, attempt: clients[index].attempt))
+    }
+
     func clientRedirected(_ txnID: TxnID, to leader: Int, client index: Int) {
         guard clients[index].current?.txnID == txnID, clients[index].redirectedTo == nil else { return }
         clients[index].redirectedTo = leader

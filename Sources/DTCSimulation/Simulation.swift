@@ -28,6 +28,8 @@ public final class Simulation {
     var checker = Checker()
     public internal(set) var faults: [String: Int] = [:]
     var takeovers = 0
+    /// The last requester token handed to a node (a client's submit, an RM's inquiry).
+    var nextRequester: UInt64 = 0
     let rmNames: [String]
     /// Links cut by the current network partition, as (from, to).
     private var cuts: Set<[Endpoint]> = []
@@ -86,13 +88,15 @@ public final class Simulation {
     private func stuck() -> String {
         let waiting = clients.compactMap { client in client.current.map { "c\(client.index) waits for \($0.txnID) (p\(map.partition(of: $0.txnID)), attempt \(client.attempt))" } }
         let prepared = rms.filter { ($0.machine?.preparedCount ?? 0) > 0 }.map { "\($0.name) holds \($0.machine!.preparedCount) prepared" }
-        let inFlight = nodes.filter { ($0.core?.inFlightCount ?? 1) > 0 }.map { "n\($0.index) \($0.core.map { "has \($0.inFlightCount) in flight" } ?? "is down")" }
+        let inFlight = nodes.filter { ($0.machine?.inFlightCount ?? 1) > 0 }.map { "n\($0.index) \($0.machine.map { "has \($0.inFlightCount) in flight" } ?? "is down")" }
         let leaders = (0..<map.partitionCount).map { partition in
-            "p\(partition):" + nodes.filter { $0.core?.leads(partition) == true }.map { "n\($0.index)@\($0.core!.epochs[partition]!)" }.joined(separator: ",")
+            "p\(partition):" + nodes.filter { $0.machine?.leads(partition) == true }.map { "n\($0.index)@\($0.machine!.coordinator.epochs[partition]!)" }.joined(separator: ",")
         }
-        let leaderless = (0..<map.partitionCount).filter { partition in !nodes.contains { $0.core?.leads(partition) == true } }.map { partition in
-            "p\(partition) group \(map.replicaGroup(of: partition)): " + nodes.map { node in
-                "n\(node.index)[ready \(node.membership.isReady), knows \(node.membership.leader(of: partition).map { "\($0.node)@\($0.epoch)" } ?? "-"), promised \(node.promises[partition]), retry \(node.retryTakeoverAt[partition].map { "\($0)" } ?? "-"), takeover \(node.takeover.map { "#\($0.number) awaiting \($0.awaiting)" } ?? "-"), local \(localNow(node.index))]"
+        let leaderless = (0..<map.partitionCount).filter { partition in !nodes.contains { $0.machine?.leads(partition) == true } }.map { partition in
+            "p\(partition) group \(map.replicaGroup(of: partition)): " + nodes.compactMap { node in
+                node.machine.map { machine in
+                    "n\(node.index)[ready \(machine.membership.isReady), knows \(machine.membership.leader(of: partition).map { "\($0.node)@\($0.epoch)" } ?? "-"), promised \(machine.promises[partition]), retry \(machine.retryTakeover(of: partition).map { "\($0)" } ?? "-"), takeover \(machine.takeoverInProgress ?? "-"), local \(localNow(node.index))]"
+                }
             }.joined(separator: " ")
         }
         return (waiting + prepared + inFlight).joined(separator: "; ") + " | leaders " + leaders.joined(separator: " ") + " | " + leaderless.joined(separator: "; ")
@@ -103,7 +107,7 @@ public final class Simulation {
     /// takeover, and reported the committed txn as not applied).
     private var isDone: Bool {
         !isFaultPhase && clients.allSatisfy(\.isFinished) && rms.allSatisfy { $0.machine?.activeCount == 0 }
-            && nodes.allSatisfy { $0.core?.inFlightCount == 0 }
+            && nodes.allSatisfy { $0.machine?.inFlightCount == 0 }
     }
 
     // MARK: - Events
@@ -223,6 +227,7 @@ public final class Simulation {
         case .submit(let txnID, let branches, let client, let node): nodeReceivesSubmit(txnID, branches, client: client, node: node)
         case .reply(let reply, let client, _): clientReceives(reply, client: client)
         case .redirect(let txnID, let leader, let client, _): clientRedirected(txnID, to: leader, client: client)
+        case .retryLater(let txnID, let client, _): clientToldToRetry(txnID, client: client)
         case .prepare(let prepare, let rm): rmReceivesPrepare(prepare, rm: rm)
         case .vote(let txnID, let vote, let rm, let node): nodeReceivesVote(txnID, vote, rm: rm, node: node)
         case .decision(let decision, let rm): rmReceivesDecision(decision, rm: rm, ackTo: Self.nodeIndex(decision.sender.node))
@@ -230,11 +235,7 @@ public final class Simulation {
         case .inquire(let prepared, let rm, let node): nodeReceivesInquiry(prepared, rm: rm, node: node)
         case .inquiryAnswer(let txnID, let outcome, let sender, let rm):
             rmReceivesDecision(DecisionMessage(txnID: txnID, outcome: outcome, sender: sender), rm: rm, ackTo: nil)
-        case .append(let message, let from, let to): nodeReceivesAppend(message, from: from, node: to)
-        case .appendAcks(let acks, let from, let to): nodeReceivesAppendAcks(acks, from: from, node: to)
-        case .heartbeat(let heartbeat, let from, let to): nodeReceivesHeartbeat(heartbeat, from: from, node: to)
-        case .fence(let attempt, let epochs, let from, let to): nodeReceivesFence(attempt: attempt, epochs: epochs, from: from, node: to)
-        case .fenceAnswer(let answer, let from, let to): nodeReceivesFenceAnswer(answer, from: from, node: to)
+        case .peer(let message, let from, let to): nodeReceivesPeer(message, from: from, node: to)
         }
     }
 
@@ -245,7 +246,7 @@ public final class Simulation {
         let pick = Int.random(in: 0..<(nodes.count + rms.count), using: &random)
         let downFor = UInt64.random(in: 20...800, using: &random)
         if pick < nodes.count {
-            if nodes[pick].core != nil {
+            if nodes[pick].machine != nil {
                 crashNode(pick)
                 faults["crash node", default: 0] += 1
                 schedule(at: now + downFor, .restartNode(pick))

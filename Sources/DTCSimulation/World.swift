@@ -15,80 +15,32 @@ enum Endpoint: Hashable, Sendable, CustomStringConvertible {
     }
 }
 
-/// One partition's records in an append, at the leader's epoch, with the ticket they carry.
-struct PartitionAppend: Hashable, Sendable {
-    var partition: UInt32
-    var epoch: Epoch
-    var ticket: UInt64
-    var records: [LogRecord]
-}
-
-/// A leader's replication stream to one follower is modelled as sessions of numbered
-/// messages: the follower accepts them only in order, and a gap (a lost message, or a
-/// follower that restarted) makes the leader open a new session that starts with a catch-up,
-/// as a broken gRPC stream reconnects in dtc-node.
-struct AppendMessage: Hashable, Sendable {
-    var session: UInt64
-    var sequence: UInt64
-    var appends: [PartitionAppend]
-}
-
-struct AppendAck: Hashable, Sendable {
-    enum Kind: Hashable, Sendable {
-        case accepted
-        case refused(promised: Epoch)
-        /// The follower missed a message of the session: the leader must catch it up.
-        case gap
-    }
-
-    var session: UInt64
-    var partition: UInt32
-    var ticket: UInt64
-    var kind: Kind
-}
-
-struct Heartbeat: Hashable, Sendable {
-    var leads: [UInt32: Epoch]
-    var promised: [UInt32: Epoch]
-    var isReady: Bool
-    var isReply: Bool
-}
-
-struct FenceAnswer: Hashable, Sendable {
-    var attempt: UInt64
-    var promised: [UInt32: [TxnRow]]
-    var refused: [UInt32: Epoch]
-}
-
 /// What travels on the simulated network.
 enum Message: Hashable, Sendable {
     case submit(TxnID, [Branch], client: Int, node: Int)
     case reply(ClientReply, client: Int, node: Int)
     case redirect(TxnID, leader: Int, client: Int, node: Int)
+    /// The node cannot serve the txn now (no quorum, no leader yet, overloaded): retry soon.
+    case retryLater(TxnID, client: Int, node: Int)
     case prepare(PrepareMessage, rm: Int)
     case vote(TxnID, Vote, rm: Int, node: Int)
     case decision(DecisionMessage, rm: Int)
     case ack(TxnID, rm: Int, node: Int)
     case inquire(PreparedTxn, rm: Int, node: Int)
     case inquiryAnswer(TxnID, Outcome, sender: Sender, rm: Int)
-    case append(AppendMessage, from: Int, to: Int)
-    case appendAcks([AppendAck], from: Int, to: Int)
-    case heartbeat(Heartbeat, from: Int, to: Int)
-    case fence(attempt: UInt64, epochs: [UInt32: Epoch], from: Int, to: Int)
-    case fenceAnswer(FenceAnswer, from: Int, to: Int)
+    case peer(PeerMessage, from: Int, to: Int)
 
     /// Who sends it and who receives it, for network partitions.
     var route: (from: Endpoint, to: Endpoint) {
         switch self {
         case .submit(_, _, let client, let node): (.client(client), .node(node))
-        case .reply(_, let client, let node), .redirect(_, _, let client, let node): (.node(node), .client(client))
+        case .reply(_, let client, let node), .redirect(_, _, let client, let node), .retryLater(_, let client, let node):
+            (.node(node), .client(client))
         case .prepare(let message, let rm): (.node(Simulation.nodeIndex(message.sender.node)), .rm(rm))
         case .decision(let message, let rm): (.node(Simulation.nodeIndex(message.sender.node)), .rm(rm))
         case .inquiryAnswer(_, _, let sender, let rm): (.node(Simulation.nodeIndex(sender.node)), .rm(rm))
         case .vote(_, _, let rm, let node), .ack(_, let rm, let node), .inquire(_, let rm, let node): (.rm(rm), .node(node))
-        case .append(_, let from, let to), .appendAcks(_, let from, let to), .heartbeat(_, let from, let to),
-            .fence(_, _, let from, let to), .fenceAnswer(_, let from, let to):
-            (.node(from), .node(to))
+        case .peer(_, let from, let to): (.node(from), .node(to))
         }
     }
 
@@ -104,12 +56,8 @@ enum Message: Hashable, Sendable {
         case .ack(let txnID, let rm, let node): "ack \(txnID) rm\(rm)→n\(node)"
         case .inquire(let prepared, let rm, let node): "inquire \(prepared.txnID) rm\(rm)→n\(node)"
         case .inquiryAnswer(let txnID, let outcome, let sender, let rm): "answer \(txnID) \(outcome) @\(sender.epoch) \(sender.node)→rm\(rm)"
-        case .append(let message, let from, let to):
-            "append s\(message.session)#\(message.sequence) \(message.appends.map { "p\($0.partition)@\($0.epoch) t\($0.ticket & 0xffff_ffff) \($0.records.count)r" }) n\(from)→n\(to)"
-        case .appendAcks(let acks, let from, let to): "acks \(acks.map { "p\($0.partition) t\($0.ticket & 0xffff_ffff) \($0.kind)" }) n\(from)→n\(to)"
-        case .heartbeat(let heartbeat, let from, let to): "heartbeat\(heartbeat.isReply ? " reply" : "") leads \(heartbeat.leads.count) n\(from)→n\(to)"
-        case .fence(let attempt, let epochs, let from, let to): "fence #\(attempt) \(epochs.sorted { $0.key < $1.key }.map { "p\($0.key)@\($0.value)" }) n\(from)→n\(to)"
-        case .fenceAnswer(let answer, let from, let to): "fence answer #\(answer.attempt) promised \(answer.promised.keys.sorted()) refused \(answer.refused.keys.sorted()) n\(from)→n\(to)"
+        case .retryLater(let txnID, let client, let node): "retry later \(txnID) n\(node)→c\(client)"
+        case .peer(let message, let from, let to): "\(message.summary) n\(from)→n\(to)"
         }
     }
 }
@@ -184,8 +132,16 @@ struct Disk<Record: Sendable>: Sendable {
     }
 }
 
-/// What a node writes: partition log records and promised epochs.
-enum NodeWrite: Sendable {
-    case record(PartitionRecord)
-    case promise(UInt32, Epoch)
+extension PeerMessage {
+    /// A short line for the trace.
+    var summary: String {
+        switch self {
+        case .append(let message):
+            "append s\(message.session)#\(message.sequence) \(message.appends.map { "p\($0.partition)@\($0.epoch) t\($0.ticket & 0xffff_ffff) \($0.records.count)r" })"
+        case .appendAcks(let acks): "acks \(acks.map { "p\($0.partition) t\($0.ticket & 0xffff_ffff) \($0.kind)" })"
+        case .heartbeat(let heartbeat): "heartbeat\(heartbeat.isReply ? " reply" : "") leads \(heartbeat.leads.count)"
+        case .fence(let request): "fence #\(request.attempt) \(request.epochs.sorted { $0.key < $1.key }.map { "p\($0.key)@\($0.value)" })"
+        case .fenceAnswer(let answer): "fence answer #\(answer.attempt) promised \(answer.promised.keys.sorted()) refused \(answer.refused.keys.sorted())"
+        }
+    }
 }

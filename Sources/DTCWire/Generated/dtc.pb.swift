@@ -982,22 +982,29 @@ public nonisolated struct Dtc_V1_Append: Sendable {
   /// Log records (LogRecord encoding, Messages.swift), in order.
   public var records: [Data] = []
 
-  /// Set on the appends a leader sends first on a new stream: the records of every txn of the
-  /// partition it knows and has not trimmed. The follower drops the rows it does not list.
-  public var catchUp: Bool = false
-
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 }
 
-/// Appends of any number of partitions, in one stream message.
+/// Appends of any number of partitions, in one message of a replication session. A leader
+/// numbers a session's messages from 0; the follower takes them in order only, and a gap or a
+/// refusal breaks the session until the leader opens a new one. Message 0 is the catch-up:
+/// the records of every txn of the shared partitions the leader knows and has not trimmed
+/// (the follower drops the rows it does not list). Sessions of a leader only grow.
 public nonisolated struct Dtc_V1_AppendBatch: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   public var appends: [Dtc_V1_Append] = []
+
+  public var session: UInt64 = 0
+
+  public var sequence: UInt64 = 0
+
+  /// The leader's node name (must be in cluster.json).
+  public var leader: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1021,6 +1028,13 @@ public nonisolated struct Dtc_V1_AppendAck: Sendable {
   public var promisedCounter: UInt64 = 0
 
   public var promisedNode: UInt32 = 0
+
+  /// The session of the batch acknowledged.
+  public var session: UInt64 = 0
+
+  /// The follower missed a message of `session` (partition and ticket unused): the leader
+  /// opens a new session with a catch-up.
+  public var gap: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1050,6 +1064,9 @@ public nonisolated struct Dtc_V1_FenceRequest: Sendable {
 
   /// Each partition with the epoch asked for (`leader` unused).
   public var partitions: [Dtc_V1_PartitionEpoch] = []
+
+  /// The candidate's attempt number, echoed in the response.
+  public var attempt: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1085,6 +1102,8 @@ public nonisolated struct Dtc_V1_FenceResponse: Sendable {
   // methods supported on all messages.
 
   public var promises: [Dtc_V1_PartitionPromise] = []
+
+  public var attempt: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2585,7 +2604,7 @@ nonisolated extension Dtc_V1_RMResponse: SwiftProtobuf.Message, SwiftProtobuf._M
 
 nonisolated extension Dtc_V1_Append: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Append"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}partition\0\u{3}epoch_counter\0\u{3}epoch_node\0\u{1}ticket\0\u{1}records\0\u{3}catch_up\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}partition\0\u{3}epoch_counter\0\u{3}epoch_node\0\u{1}ticket\0\u{1}records\0\u{c}\u{6}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2598,7 +2617,6 @@ nonisolated extension Dtc_V1_Append: SwiftProtobuf.Message, SwiftProtobuf._Messa
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.epochNode) }()
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self.ticket) }()
       case 5: try { try decoder.decodeRepeatedBytesField(value: &self.records) }()
-      case 6: try { try decoder.decodeSingularBoolField(value: &self.catchUp) }()
       default: break
       }
     }
@@ -2620,9 +2638,6 @@ nonisolated extension Dtc_V1_Append: SwiftProtobuf.Message, SwiftProtobuf._Messa
     if !self.records.isEmpty {
       try visitor.visitRepeatedBytesField(value: self.records, fieldNumber: 5)
     }
-    if self.catchUp != false {
-      try visitor.visitSingularBoolField(value: self.catchUp, fieldNumber: 6)
-    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2632,7 +2647,6 @@ nonisolated extension Dtc_V1_Append: SwiftProtobuf.Message, SwiftProtobuf._Messa
     if lhs.epochNode != rhs.epochNode {return false}
     if lhs.ticket != rhs.ticket {return false}
     if lhs.records != rhs.records {return false}
-    if lhs.catchUp != rhs.catchUp {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2640,7 +2654,7 @@ nonisolated extension Dtc_V1_Append: SwiftProtobuf.Message, SwiftProtobuf._Messa
 
 nonisolated extension Dtc_V1_AppendBatch: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AppendBatch"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}appends\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}appends\0\u{1}session\0\u{1}sequence\0\u{1}leader\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2649,6 +2663,9 @@ nonisolated extension Dtc_V1_AppendBatch: SwiftProtobuf.Message, SwiftProtobuf._
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeRepeatedMessageField(value: &self.appends) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.session) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.sequence) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.leader) }()
       default: break
       }
     }
@@ -2658,11 +2675,23 @@ nonisolated extension Dtc_V1_AppendBatch: SwiftProtobuf.Message, SwiftProtobuf._
     if !self.appends.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.appends, fieldNumber: 1)
     }
+    if self.session != 0 {
+      try visitor.visitSingularUInt64Field(value: self.session, fieldNumber: 2)
+    }
+    if self.sequence != 0 {
+      try visitor.visitSingularUInt64Field(value: self.sequence, fieldNumber: 3)
+    }
+    if !self.leader.isEmpty {
+      try visitor.visitSingularStringField(value: self.leader, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Dtc_V1_AppendBatch, rhs: Dtc_V1_AppendBatch) -> Bool {
     if lhs.appends != rhs.appends {return false}
+    if lhs.session != rhs.session {return false}
+    if lhs.sequence != rhs.sequence {return false}
+    if lhs.leader != rhs.leader {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2670,7 +2699,7 @@ nonisolated extension Dtc_V1_AppendBatch: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Dtc_V1_AppendAck: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AppendAck"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}partition\0\u{1}ticket\0\u{1}accepted\0\u{3}promised_counter\0\u{3}promised_node\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}partition\0\u{1}ticket\0\u{1}accepted\0\u{3}promised_counter\0\u{3}promised_node\0\u{1}session\0\u{1}gap\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2683,6 +2712,8 @@ nonisolated extension Dtc_V1_AppendAck: SwiftProtobuf.Message, SwiftProtobuf._Me
       case 3: try { try decoder.decodeSingularBoolField(value: &self.accepted) }()
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self.promisedCounter) }()
       case 5: try { try decoder.decodeSingularUInt32Field(value: &self.promisedNode) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.session) }()
+      case 7: try { try decoder.decodeSingularBoolField(value: &self.gap) }()
       default: break
       }
     }
@@ -2704,6 +2735,12 @@ nonisolated extension Dtc_V1_AppendAck: SwiftProtobuf.Message, SwiftProtobuf._Me
     if self.promisedNode != 0 {
       try visitor.visitSingularUInt32Field(value: self.promisedNode, fieldNumber: 5)
     }
+    if self.session != 0 {
+      try visitor.visitSingularUInt64Field(value: self.session, fieldNumber: 6)
+    }
+    if self.gap != false {
+      try visitor.visitSingularBoolField(value: self.gap, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2713,6 +2750,8 @@ nonisolated extension Dtc_V1_AppendAck: SwiftProtobuf.Message, SwiftProtobuf._Me
     if lhs.accepted != rhs.accepted {return false}
     if lhs.promisedCounter != rhs.promisedCounter {return false}
     if lhs.promisedNode != rhs.promisedNode {return false}
+    if lhs.session != rhs.session {return false}
+    if lhs.gap != rhs.gap {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2750,7 +2789,7 @@ nonisolated extension Dtc_V1_AppendAcks: SwiftProtobuf.Message, SwiftProtobuf._M
 
 nonisolated extension Dtc_V1_FenceRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".FenceRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}candidate\0\u{1}partitions\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}candidate\0\u{1}partitions\0\u{1}attempt\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2760,6 +2799,7 @@ nonisolated extension Dtc_V1_FenceRequest: SwiftProtobuf.Message, SwiftProtobuf.
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.candidate) }()
       case 2: try { try decoder.decodeRepeatedMessageField(value: &self.partitions) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.attempt) }()
       default: break
       }
     }
@@ -2772,12 +2812,16 @@ nonisolated extension Dtc_V1_FenceRequest: SwiftProtobuf.Message, SwiftProtobuf.
     if !self.partitions.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.partitions, fieldNumber: 2)
     }
+    if self.attempt != 0 {
+      try visitor.visitSingularUInt64Field(value: self.attempt, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Dtc_V1_FenceRequest, rhs: Dtc_V1_FenceRequest) -> Bool {
     if lhs.candidate != rhs.candidate {return false}
     if lhs.partitions != rhs.partitions {return false}
+    if lhs.attempt != rhs.attempt {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2835,7 +2879,7 @@ nonisolated extension Dtc_V1_PartitionPromise: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Dtc_V1_FenceResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".FenceResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}promises\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}promises\0\u{1}attempt\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2844,6 +2888,7 @@ nonisolated extension Dtc_V1_FenceResponse: SwiftProtobuf.Message, SwiftProtobuf
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeRepeatedMessageField(value: &self.promises) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.attempt) }()
       default: break
       }
     }
@@ -2853,11 +2898,15 @@ nonisolated extension Dtc_V1_FenceResponse: SwiftProtobuf.Message, SwiftProtobuf
     if !self.promises.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.promises, fieldNumber: 1)
     }
+    if self.attempt != 0 {
+      try visitor.visitSingularUInt64Field(value: self.attempt, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Dtc_V1_FenceResponse, rhs: Dtc_V1_FenceResponse) -> Bool {
     if lhs.promises != rhs.promises {return false}
+    if lhs.attempt != rhs.attempt {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
