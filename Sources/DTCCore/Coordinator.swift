@@ -75,7 +75,7 @@ public enum SubmitResult: Equatable, Sendable {
 /// Event in, actions out; time arrives as a tick count in milliseconds.
 public struct Coordinator: Sendable {
     public let node: String
-    public let nodeIndex: UInt32
+    public let nodeIndex: NodeIndex
     public let limits: Limits
     public private(set) var epochs: [UInt32: Epoch]
     public private(set) var counters = Counters()
@@ -121,8 +121,8 @@ public struct Coordinator: Sendable {
     }
 
     /// `epochs` are the partitions this node leads and the epoch it holds for each.
-    public init(node: String, nodeIndex: UInt32, epochs: [UInt32: Epoch], limits: Limits = .standard) {
-        precondition(nodeIndex < 16, "nodeIndex \(nodeIndex) does not fit the start stamp's 4 bits")
+    public init(node: String, nodeIndex: NodeIndex, epochs: [UInt32: Epoch], limits: Limits = .standard) {
+        precondition(nodeIndex.rawValue < 16, "node index \(nodeIndex.rawValue) does not fit the start stamp's 4 bits")
         self.node = node
         self.nodeIndex = nodeIndex
         self.epochs = epochs
@@ -149,10 +149,13 @@ public struct Coordinator: Sendable {
     public mutating func submit(_ txnID: TxnID, branches: [Branch], partition: UInt32, now: UInt64) -> SubmitResult {
         precondition(leads(partition), "submit of \(txnID) to partition \(partition), which \(node) does not lead")
         let digest = branchesDigest(branches)
-        if let reply = knownReply(txnID) {
+        switch knowledge(of: txnID) {
+        case .unknown:
+            break
+        case .undecided, .decided:
             if let recorded = recordedDigest(txnID), recorded != digest { return .idTaken(txnID: txnID) }
             var output = CoordinatorOutput()
-            output.replies = reply.map { [$0] } ?? []
+            if case .decided(let reply) = knowledge(of: txnID) { output.replies = [reply] }
             return .accepted(output)
         }
         guard active.count < limits.inFlightTxnsMax else { return .overloaded(inFlight: active.count) }
@@ -238,8 +241,12 @@ public struct Coordinator: Sendable {
     /// Returns nil while the txn is still preparing: the RM asks again later.
     public mutating func resolve(_ txnID: TxnID, partition: UInt32) -> CoordinatorOutput? {
         precondition(leads(partition), "resolve of \(txnID) in partition \(partition), which \(node) does not lead")
-        if let reply = knownReply(txnID) {
-            guard let reply, reply.status != .preparing else { return nil }
+        switch knowledge(of: txnID) {
+        case .unknown:
+            break
+        case .undecided:
+            return nil
+        case .decided(let reply):
             var output = CoordinatorOutput()
             output.replies = [reply]
             return output
@@ -338,16 +345,23 @@ public struct Coordinator: Sendable {
 
     // MARK: - Helpers
 
-    /// nil: unknown. Some(nil): known, nothing to say yet. Some(reply): its state.
-    private func knownReply(_ txnID: TxnID) -> ClientReply?? {
+    /// What this coordinator knows of a txn.
+    private enum Knowledge {
+        case unknown
+        /// Known and still preparing: nothing to say yet.
+        case undecided
+        case decided(ClientReply)
+    }
+
+    private func knowledge(of txnID: TxnID) -> Knowledge {
         if let txn = active[txnID] {
             let current = status(of: txn)
-            return current == .preparing ? .some(nil) : ClientReply(txnID: txnID, status: current)
+            return current == .preparing ? .undecided : .decided(ClientReply(txnID: txnID, status: current))
         }
         if let done = finished[txnID] {
-            return ClientReply(txnID: txnID, status: status(done.outcome, done.reason))
+            return .decided(ClientReply(txnID: txnID, status: status(done.outcome, done.reason)))
         }
-        return nil
+        return .unknown
     }
 
     private func recordedDigest(_ txnID: TxnID) -> UInt64? {
@@ -464,7 +478,7 @@ public struct Coordinator: Sendable {
     /// different nodes never tie: wait-die needs a total order.
     private mutating func nextStamp(now: UInt64) -> StartStamp {
         lastStampLocal = max(now << 12, lastStampLocal + 1)
-        return lastStampLocal << 4 | UInt64(nodeIndex)
+        return lastStampLocal << 4 | UInt64(nodeIndex.rawValue)
     }
 }
 

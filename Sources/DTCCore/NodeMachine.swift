@@ -42,7 +42,7 @@ public struct NodeMachine: Sendable {
 
     /// The partitions whose replica group holds this node.
     public let memberOf: [UInt32]
-    private let nodeID: UInt32
+    private let nodeID: NodeID
     /// Distinguishes this run of the node from its earlier ones: sessions it opens number above
     /// theirs, so a follower never takes a late message of a dead leader's session for new.
     private let incarnation: UInt64
@@ -111,11 +111,11 @@ public struct NodeMachine: Sendable {
         self.nodes = nodes
         self.map = map
         self.timing = timing
-        self.nodeID = UInt32(index + 1)
+        self.nodeID = NodeIndex(UInt32(index)).id
         self.incarnation = incarnation
         self.now = now
         self.nextHeartbeatAt = now
-        self.coordinator = Coordinator(node: name, nodeIndex: UInt32(index), epochs: [:], limits: limits)
+        self.coordinator = Coordinator(node: name, nodeIndex: NodeIndex(UInt32(index)), epochs: [:], limits: limits)
         self.membership = Membership(
             me: name, peers: nodes.filter { $0 != name }, replicationFactor: map.replicationFactor,
             suspicionTimeout: timing.suspicionTimeoutMs, startedAt: now)

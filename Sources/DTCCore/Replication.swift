@@ -144,7 +144,7 @@ public struct Takeover: Sendable {
 
     /// `seen` is the highest epoch the candidate knows of per partition (promised, led by a
     /// peer or observed); each new epoch is above it. `groups` are the replica groups.
-    public init(candidate: String, nodeID: UInt32, seen: [UInt32: Epoch], groups: [UInt32: [String]]) {
+    public init(candidate: String, nodeID: NodeID, seen: [UInt32: Epoch], groups: [UInt32: [String]]) {
         self.candidate = candidate
         self.groups = groups
         self.epochs = seen.mapValues { $0.next(for: nodeID) }

@@ -26,7 +26,7 @@ let n1Sender = Sender(partition: 0, epoch: epoch1, node: "n1")
 
 extension Coordinator {
     /// n1 leading partition 0 at `epoch1`.
-    static func fixture(node: String = "n1", nodeIndex: UInt32 = 1, limits: Limits = .standard) -> Coordinator {
+    static func fixture(node: String = "n1", nodeIndex: NodeIndex = 1, limits: Limits = .standard) -> Coordinator {
         Coordinator(node: node, nodeIndex: nodeIndex, epochs: [0: epoch1], limits: limits)
     }
 
