@@ -18,6 +18,8 @@ let package = Package(
         .executable(name: "dtc-sim", targets: ["dtc-sim"]),
         // Turns a Swift service into a dtc participant (README, "Write a participant").
         .library(name: "DTCParticipant", targets: ["DTCParticipant"]),
+        // Submits txns to a dtc cluster from an application: routing, redirects, retries (no fault injection).
+        .library(name: "DTCRouter", targets: ["DTCRouter"]),
         // A participant written against DTCParticipant only, as a user would (Examples/tickets).
         .executable(name: "dtc-example-tickets", targets: ["dtc-example-tickets"]),
     ],
@@ -40,16 +42,23 @@ let package = Package(
         .systemLibrary(name: "CLMDB", providers: [.apt(["liblmdb-dev"])]),
         .target(name: "DTCStorage", dependencies: ["CLMDB"]),
         .target(name: "DTCWire", dependencies: ["DTCCore"] + grpc, exclude: ["Protos"]),
+        // What dtc's processes and the CLI share: cluster config, the gRPC client pool (which
+        // installs the interceptors its caller gives it), batching, the process clock.
+        .target(name: "DTCRuntime", dependencies: ["DTCCore", "DTCWire"] + grpc),
         // Fault injection on the gRPC links: the fault model, the interceptors, the admin RPC.
-        .target(name: "DTCFaults", dependencies: ["DTCCore", "DTCWire"] + grpc),
+        .target(name: "DTCFaults", dependencies: ["DTCCore", "DTCWire", "DTCRuntime"] + grpc),
+        // The client side of the coordinator API: leader routing, redirects, idempotent retries.
         .target(
-            name: "DTCClient",
-            dependencies: ["DTCCore", "DTCWire", "DTCFaults"] + grpc
+            name: "DTCRouter",
+            dependencies: [
+                "DTCCore", "DTCWire", "DTCRuntime",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+            ]
         ),
         .target(
             name: "DTCNode",
             dependencies: [
-                "DTCCore", "DTCStorage", "DTCWire", "DTCClient", "DTCFaults",
+                "DTCCore", "DTCStorage", "DTCWire", "DTCRuntime", "DTCFaults",
                 .product(name: "Logging", package: "swift-log"),
             ] + grpc
         ),
@@ -57,14 +66,14 @@ let package = Package(
         .target(
             name: "DTCParticipant",
             dependencies: [
-                "DTCCore", "DTCStorage", "DTCWire", "DTCClient", "DTCFaults",
+                "DTCCore", "DTCStorage", "DTCWire", "DTCRuntime", "DTCRouter", "DTCFaults",
                 .product(name: "Logging", package: "swift-log"),
             ] + grpc
         ),
         .executableTarget(
             name: "dtc-node",
             dependencies: [
-                "DTCNode", "DTCClient",
+                "DTCNode", "DTCRuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -73,7 +82,7 @@ let package = Package(
         .executableTarget(
             name: "dtc-rm",
             dependencies: [
-                "DTCParticipant", "DTCShop", "DTCClient",
+                "DTCParticipant", "DTCShop", "DTCRuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -83,7 +92,7 @@ let package = Package(
         .executableTarget(
             name: "dtc",
             dependencies: [
-                "DTCClient", "DTCCore", "DTCWire", "DTCFaults", "DTCVerify", "DTCShop",
+                "DTCRouter", "DTCRuntime", "DTCCore", "DTCWire", "DTCFaults", "DTCVerify", "DTCShop",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ] + grpc
@@ -115,7 +124,7 @@ let package = Package(
         .testTarget(
             name: "DTCNodeTests",
             dependencies: [
-                "DTCNode", "DTCClient", "DTCCore", "DTCWire",
+                "DTCNode", "DTCRuntime", "DTCCore", "DTCWire",
                 .product(name: "Logging", package: "swift-log"),
             ] + grpc
         ),

@@ -1,8 +1,9 @@
+import DTCRuntime
 import GRPCCore
 
-/// The header in which a dtc process names itself on every call it makes. A call without it
-/// comes from the CLI and is never faulted.
-public let senderHeader = "dtc-from"
+// `senderHeader` (the `dtc-from` header) and `SenderInterceptor` are in DTCRuntime: a process
+// with fault injection off names itself too, so that peers with it on can fault its calls.
+
 /// Set by a sender whose fault model chose to duplicate a unary request: the receiver runs
 /// the call twice. (One HTTP/2 stream carries one request, so the copy is made there.)
 let duplicateHeader = "dtc-fault-duplicate"
@@ -18,24 +19,8 @@ let adminService = "dtc.v1.Admin"
 /// deadline of its own (every call dtc processes make has one).
 let lostCallWaitMax = Duration.seconds(10)
 
-/// Names the sending process on every call; installed when fault injection is off, so that
-/// peers which have it on can still tell who is calling.
-public struct SenderInterceptor: ClientInterceptor {
-    let process: String
-
-    public init(process: String) { self.process = process }
-
-    public func intercept<Input: Sendable, Output: Sendable>(
-        request: StreamingClientRequest<Input>, context: ClientContext,
-        next: (StreamingClientRequest<Input>, ClientContext) async throws -> StreamingClientResponse<Output>
-    ) async throws -> StreamingClientResponse<Output> {
-        var request = request
-        request.metadata.replaceOrAddString(process, forKey: senderHeader)
-        return try await next(request, context)
-    }
-}
-
-/// Applies the process's faults to what it sends and receives as the client of `target`.
+/// Applies the process's faults to what it sends and receives as the client of `target`. It
+/// names the process in `senderHeader` itself, so it is installed instead of a `SenderInterceptor`.
 public struct FaultClientInterceptor: ClientInterceptor {
     let faults: FaultInjector
     /// The process at the other end; nil for an address outside the cluster config.

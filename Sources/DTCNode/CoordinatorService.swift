@@ -1,4 +1,3 @@
-import DTCClient
 import DTCCore
 import DTCWire
 import GRPCCore

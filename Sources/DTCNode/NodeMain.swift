@@ -1,6 +1,6 @@
-import DTCClient
 import DTCCore
 import DTCFaults
+import DTCRuntime
 import DTCStorage
 import DTCWire
 import GRPCCore

@@ -1,5 +1,5 @@
-import DTCClient
 import DTCCore
+import DTCRuntime
 import DTCWire
 import GRPCCore
 import Synchronization
@@ -74,7 +74,7 @@ final class RMLink: Sendable {
             }
             return "stream to \(rm) closed"
         } catch {
-            return "\(rm) unreachable: \(Router.short(error))"
+            return "\(rm) unreachable: \(shortDescription(of: error))"
         }
     }
 

@@ -1,5 +1,5 @@
-import DTCClient
 import DTCCore
+import DTCRuntime
 import DTCWire
 import GRPCCore
 

@@ -1,6 +1,7 @@
 @_exported import DTCCore
-import DTCClient
 import DTCFaults
+import DTCRouter
+import DTCRuntime
 import DTCWire
 import Foundation
 import GRPCCore

@@ -1,6 +1,6 @@
 import ArgumentParser
-import DTCClient
 import DTCNode
+import DTCRuntime
 import Foundation
 import Logging
 

@@ -1,6 +1,6 @@
 import ArgumentParser
-import DTCClient
 import DTCParticipant
+import DTCRuntime
 import DTCShop
 import Foundation
 import Logging

@@ -1,6 +1,6 @@
 import ArgumentParser
-import DTCClient
 import DTCFaults
+import DTCRuntime
 import DTCWire
 import Foundation
 import GRPCCore
@@ -166,10 +166,10 @@ struct AdminClient {
     private func failure(_ name: String, _ address: String, _ error: any Error) -> CLIFailure {
         guard let rpc = error as? RPCError else { return .failed("\(name): \(error)") }
         switch rpc.code {
-        case .invalidArgument: return .usage("\(name): \(Router.short(rpc))")
-        case .failedPrecondition: return .failed("\(name): \(Router.short(rpc))")
-        case .unavailable, .deadlineExceeded: return .failed("\(name) at \(address) is not answering (\(Router.short(rpc)))")
-        default: return .failed("\(name): \(Router.short(rpc))")
+        case .invalidArgument: return .usage("\(name): \(shortDescription(of: rpc))")
+        case .failedPrecondition: return .failed("\(name): \(shortDescription(of: rpc))")
+        case .unavailable, .deadlineExceeded: return .failed("\(name) at \(address) is not answering (\(shortDescription(of: rpc)))")
+        default: return .failed("\(name): \(shortDescription(of: rpc))")
         }
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
-import DTCClient
 import DTCCore
+import DTCRouter
+import DTCRuntime
 import DTCShop
 import DTCWire
 import Foundation

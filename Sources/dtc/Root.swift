@@ -1,5 +1,5 @@
 import ArgumentParser
-import DTCClient
+import DTCRuntime
 import Foundation
 
 /// `dtc`: the router CLI. It sends orders to the node that leads each txn's partition, runs

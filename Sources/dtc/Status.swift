@@ -1,5 +1,6 @@
 import ArgumentParser
-import DTCClient
+import DTCRouter
+import DTCRuntime
 import DTCWire
 import Foundation
 

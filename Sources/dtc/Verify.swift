@@ -1,5 +1,5 @@
 import ArgumentParser
-import DTCClient
+import DTCRuntime
 import DTCVerify
 import Foundation
 

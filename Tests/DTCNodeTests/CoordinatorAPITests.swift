@@ -1,6 +1,6 @@
-import DTCClient
 import DTCCore
 import DTCNode
+import DTCRuntime
 import DTCWire
 import Foundation
 import GRPCCore

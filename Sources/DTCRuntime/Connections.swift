@@ -1,4 +1,3 @@
-import DTCFaults
 import DTCWire
 import GRPCCore
 import GRPCNIOTransportHTTP2
@@ -8,31 +7,38 @@ public typealias Transport = HTTP2ClientTransport.Posix
 
 /// One long-lived gRPC client per peer address, created on first use. gRPC reconnects by
 /// itself, so a peer that restarts is reached again through the same client.
+///
+/// The interceptors each client installs come from the caller, so that this module does not
+/// depend on fault injection: a dtc process with fault injection on gets its connections from
+/// DTCFaults' `Connections(sender:faults:)`.
 public final class Connections: Sendable {
     private let clients = Mutex<[String: GRPCClient<Transport>]>([:])
     private let tasks = Mutex<[Task<Void, Never>]>([])
-    /// The process these connections belong to (nil for the CLI), named on every call.
-    private let sender: String?
-    /// The process's faults, applied to every call when fault injection is on.
-    private let faults: FaultInjector?
+    /// The interceptors installed on the client for an address, asked once per address.
+    private let interceptors: @Sendable (_ address: String) -> [any ClientInterceptor]
 
-    /// The CLI's connections: it names no process and is never faulted.
-    public init() {
-        sender = nil
-        faults = nil
+    /// Connections whose client for `address` installs `interceptors(address)`. A dtc process's
+    /// interceptors must name it in the `senderHeader`, as `SenderInterceptor` does: peers with
+    /// fault injection on fault only the calls of processes they can name.
+    public init(interceptors: @escaping @Sendable (_ address: String) -> [any ClientInterceptor]) {
+        self.interceptors = interceptors
     }
 
-    /// A dtc process's connections: every call names `sender`; with `faults`, every call
-    /// suffers them.
-    public init(sender: String, faults: FaultInjector?) {
-        self.sender = sender
-        self.faults = faults
+    /// The CLI's connections: it names no process and is never faulted.
+    public convenience init() {
+        self.init(interceptors: { _ in [] })
+    }
+
+    /// A dtc process's connections without fault injection: every call names `sender`.
+    public convenience init(sender: String) {
+        let naming: [any ClientInterceptor] = [SenderInterceptor(process: sender)]
+        self.init(interceptors: { _ in naming })
     }
 
     public func client(for address: String) throws -> GRPCClient<Transport> {
         try clients.withLock { clients in
             if let client = clients[address] { return client }
-            let client = try Self.makeClient(address, interceptors: interceptors(for: address))
+            let client = try Self.makeClient(address, interceptors: interceptors(address))
             clients[address] = client
             tasks.withLock { $0.append(Task { try? await client.runConnections() }) }
             return client
@@ -53,12 +59,6 @@ public final class Connections: Sendable {
 
     public func admin(_ address: String) throws -> Dtc_V1_Admin.Client<Transport> {
         Dtc_V1_Admin.Client(wrapping: try client(for: address))
-    }
-
-    private func interceptors(for address: String) -> [any ClientInterceptor] {
-        if let faults { return [FaultClientInterceptor(faults: faults, target: faults.process(atAddress: address))] }
-        if let sender { return [SenderInterceptor(process: sender)] }
-        return []
     }
 
     /// Closes every connection and waits for them to wind down.
@@ -88,4 +88,10 @@ func splitAddress(_ address: String) throws -> (String, Int) {
         throw RPCError(code: .invalidArgument, message: "bad address '\(address)', expected host:port")
     }
     return (String(address[..<colon]), port)
+}
+
+/// An error in one line: the gRPC code and message, or the error itself.
+public func shortDescription(of error: any Error) -> String {
+    if let rpc = error as? RPCError { return "\(rpc.code): \(rpc.message)" }
+    return "\(error)"
 }

@@ -1,4 +1,7 @@
-import DTCCore
+// An application makes a Router from DTCRuntime's ClusterConfig and Connections and submits
+// DTCCore's Branches, so `import DTCRouter` brings both.
+@_exported import DTCCore
+@_exported import DTCRuntime
 import DTCWire
 import GRPCCore
 import Synchronization
@@ -151,7 +154,7 @@ public struct Router: Sendable {
             } catch let error as RPCError where !Self.isRetriable(error.code) {
                 throw .rejected(code: error.code, message: error.message)
             } catch {
-                lastError = "\(address): \(Self.short(error))"
+                lastError = "\(address): \(shortDescription(of: error))"
                 if let rpc = error as? RPCError, rpc.message.hasPrefix("partition ") { lastRefusal = lastError }
                 leaders.forget(partition)
                 address = group[next % group.count]
@@ -161,12 +164,6 @@ public struct Router: Sendable {
             backoff = min(backoff * 2, .seconds(1))
         } while clock.now < deadline
         throw .unknownOutcome(lastError: lastRefusal ?? lastError)
-    }
-
-    /// An error in one line: the gRPC code and message, or the error itself.
-    public static func short(_ error: any Error) -> String {
-        if let rpc = error as? RPCError { return "\(rpc.code): \(rpc.message)" }
-        return "\(error)"
     }
 
     static func isRetriable(_ code: RPCError.Code) -> Bool {
