@@ -647,7 +647,7 @@ public struct NodeMachine: Sendable {
         for (member, epochs) in byMember.sorted(by: { $0.key < $1.key }) {
             out.peerMessages.append((member, .fence(FenceRequest(attempt: number, epochs: epochs))))
         }
-        if attempt.awaiting.isEmpty { finishTakeover() }
+        if attempt.awaiting.isEmpty || attempt.takeover.isSettled { finishTakeover() }
     }
 
     /// A candidate asks this node to promise new epochs: each above every epoch promised or
@@ -686,7 +686,7 @@ public struct NodeMachine: Sendable {
         }
         attempt.awaiting.remove(member)
         takeover = attempt
-        if attempt.awaiting.isEmpty { finishTakeover() }
+        if attempt.awaiting.isEmpty || attempt.takeover.isSettled { finishTakeover() }
     }
 
     /// Installs every partition won (unless this node promised a higher epoch meanwhile); the

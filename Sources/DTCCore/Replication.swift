@@ -175,6 +175,14 @@ public struct Takeover: Sendable {
         }
     }
 
+    /// Whether every partition has a quorum of promises or a refusal: later answers cannot
+    /// win anything more, so the candidate need not wait for members that are down.
+    public var isSettled: Bool {
+        epochs.keys.allSatisfy { partition in
+            refusedAt[partition] != nil || promisers(of: partition).count >= (groups[partition]?.count ?? 0) / 2 + 1
+        }
+    }
+
     public func lost() -> [UInt32] {
         let won = Set(won().map(\.partition))
         return epochs.keys.sorted().filter { !won.contains($0) }
