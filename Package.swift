@@ -107,7 +107,7 @@ let package = Package(
             name: "dtc-sim",
             dependencies: ["DTCCore", "DTCSimulation", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
-        .testTarget(name: "DTCCoreTests", dependencies: ["DTCCore"]),
+        .testTarget(name: "DTCCoreTests", dependencies: ["DTCCore"], exclude: ["Transcripts"]),
         .testTarget(name: "DTCSimulationTests", dependencies: ["DTCSimulation", "DTCCore", "DTCShop"]),
         .testTarget(name: "DTCShopTests", dependencies: ["DTCShop", "DTCCore"]),
         .testTarget(name: "DTCParticipantTests", dependencies: ["DTCParticipant"]),

@@ -330,7 +330,18 @@ public struct NodeMachine: Sendable {
     private mutating func acknowledged(_ partition: UInt32, _ ticket: UInt64, by member: String) {
         guard let replica = replication[partition] else { return }
         if member != name, ticket > replica.base { out.observations.append(.ackClaims(partition: partition, ticket: ticket, follower: member)) }
-        for release in replication[partition]!.acknowledged(ticket, by: member) { perform(release, partition: partition) }
+        let released = replication[partition]!.acknowledged(ticket, by: member)
+        guard !released.isEmpty else { return }
+        // A decision retried while it waited for the quorum was held once per retry: it goes
+        // out once.
+        var merged = HeldRelease()
+        var seen: Set<Envelope> = []
+        for release in released {
+            merged.rmMessages += release.rmMessages.filter { seen.insert($0).inserted }
+            merged.replies += release.replies
+            merged.answers += release.answers
+        }
+        perform(merged, partition: partition)
     }
 
     private mutating func perform(_ release: HeldRelease, partition: UInt32) {
@@ -435,11 +446,13 @@ public struct NodeMachine: Sendable {
 
     /// A follower that is behind and silent for a while may have lost an append (or its ack),
     /// or sits behind a stream that stays open and brings nothing back: it gets a new session.
+    /// One that is not alive (down, paused, cut off) waits: it gets one when it is heard from
+    /// again, instead of a catch-up built and dropped every interval.
     private mutating func catchUpSilentFollowers() {
         for follower in peers {
             let isBehind = replication.values.contains { $0.members.contains(follower) && $0.isBehind(follower) }
-            guard isBehind else {
-                lastAckAt[follower] = now
+            guard isBehind, membership.isAlive(follower) else {
+                if !isBehind { lastAckAt[follower] = now }
                 continue
             }
             let since = lastAckAt[follower] ?? now
@@ -579,12 +592,12 @@ public struct NodeMachine: Sendable {
         for txnID in dropped {
             for requester in waiting.removeValue(forKey: txnID) ?? [] { answer(requester, retry) }
         }
+        out.observations.append(.steppedDown(partition: partition, because: reason, inFlightLeft: dropped.count))
         // The new leader finishes the txns in doubt it takes over from here.
         if !inDoubt.isEmpty {
             inDoubt.subtract(dropped)
             if inDoubt.isEmpty { out.observations.append(.inDoubtFinished(afterMs: now - inDoubtSince)) }
         }
-        out.observations.append(.steppedDown(partition: partition, because: reason, inFlightLeft: dropped.count))
     }
 
     private mutating func backOffTakeover(_ partition: UInt32) {
@@ -657,7 +670,8 @@ public struct NodeMachine: Sendable {
         var refused: [UInt32: Epoch] = [:]
         for (partition, epoch) in request.epochs.sorted(by: { $0.key < $1.key }) {
             guard map.replicaGroup(of: partition).contains(name), map.replicaGroup(of: partition).contains(candidate) else { continue }
-            switch promises.fence(partition: partition, epoch: epoch, led: coordinator.epochs[partition], isReady: membership.isReady) {
+            let candidateID = nodes.firstIndex(of: candidate).map { NodeIndex(UInt32($0)).id }
+            switch promises.fence(partition: partition, epoch: epoch, led: coordinator.epochs[partition], isReady: membership.isReady, candidate: candidateID) {
             case .failure(let refusal):
                 refused[partition] = refusal.promised
             case .success:

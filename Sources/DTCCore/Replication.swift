@@ -111,10 +111,14 @@ public struct PartitionPromises: Sendable {
     }
 
     /// A candidate's FENCE at `epoch`: granted (to persist before answering) or refused with
-    /// the epoch that beats it.
-    public mutating func fence(partition: UInt32, epoch: Epoch, led: Epoch?, isReady: Bool) -> Result<Epoch, Refusal> {
+    /// the epoch that beats it. The epoch promised already is granted again to the candidate
+    /// that claimed it (`epoch.node` is its id): a repeated FENCE, or a member that adopted the
+    /// candidate's epoch from its heartbeat reply before the FENCE arrived. Refusing it would
+    /// fail the candidate's takeover at its own ballot.
+    public mutating func fence(partition: UInt32, epoch: Epoch, led: Epoch?, isReady: Bool, candidate: NodeID? = nil) -> Result<Epoch, Refusal> {
         let current = max(self[partition], led ?? .zero)
-        guard isReady, epoch > current else { return .failure(Refusal(promised: current)) }
+        let again = epoch == self[partition] && epoch.node == candidate?.rawValue && epoch > (led ?? .zero)
+        guard isReady, epoch > current || again else { return .failure(Refusal(promised: current)) }
         promised[partition] = epoch
         return .success(epoch)
     }

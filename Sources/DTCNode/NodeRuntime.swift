@@ -295,7 +295,7 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
         case .inDoubtFinished(let ms):
             logger.info("every txn found in doubt by takeovers is finished (or handed on), \(ms) ms after the first of them began")
         case .newSession(let follower, let reason) where reason != "first append":
-            logger.warning("new replication session to \(follower) with a catch-up: \(reason)")
+            logger.info("new replication session to \(follower) with a catch-up: \(reason)")
         case .newSession:
             break
         case .decisionRefused(let rm, let txnID, let reason):

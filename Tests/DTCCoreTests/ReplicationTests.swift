@@ -95,6 +95,16 @@ import Testing
         #expect(promises.append(partition: 7, epoch: epoch1, led: nil, isReady: true) == .refuse(promised: epoch2))
     }
 
+    @Test func theEpochPromisedIsGrantedAgainOnlyToTheCandidateWhoseBallotItIs() {
+        let ballot = Epoch(counter: 9, node: 3)
+        var promises = PartitionPromises([7: ballot])
+        #expect(promises.fence(partition: 7, epoch: ballot, led: nil, isReady: true, candidate: 3) == .success(ballot))
+        #expect(promises.fence(partition: 7, epoch: ballot, led: nil, isReady: true, candidate: 2) == .failure(.init(promised: ballot)))
+        #expect(promises.fence(partition: 7, epoch: ballot, led: nil, isReady: true) == .failure(.init(promised: ballot)))
+        #expect(promises.fence(partition: 7, epoch: ballot, led: ballot, isReady: true, candidate: 3) == .failure(.init(promised: ballot)))
+        #expect(promises.fence(partition: 7, epoch: Epoch(counter: 8, node: 3), led: nil, isReady: true, candidate: 3) == .failure(.init(promised: ballot)))
+    }
+
     // MARK: - Takeover
 
     @Test func aTakeoverWinsWithAQuorumAndMergesWhatTheMembersReturned() {
