@@ -64,8 +64,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Own ports (30100+) and data, a small key space so that txns contend for the same keys.
-write_test_config "$ROOT/cluster.json" "$CONFIG" 30100 \
+# Own ports (30100+, or DTC_CHAOS_PORT_BASE+ to run two at once) and data, a small key space
+# so that txns contend for the same keys.
+write_test_config "$ROOT/cluster.json" "$CONFIG" "${DTC_CHAOS_PORT_BASE:-30100}" \
   '{"replicationFactor": 3, "seed": {"skus": 100, "unitsPerSku": 100000, "users": 1000, "centsPerUser": 100000000}}'
 
 # Network faults need the `dtc fault` command and processes started to allow them.
