@@ -1,82 +1,9 @@
 import DTCCore
 
-/// A coordinator node in the simulation: the real `NodeMachine` dtc-node runs, with a
-/// simulated disk, clock and network in place of LMDB, the process clock and gRPC.
-struct SimNode {
-    let index: Int
-    let name: String
-    var machine: NodeMachine?
-    var disk = Disk<NodeWrite>()
-    var generation = 0
-    /// The last write handed to the disk: a sync makes it (and all before it) durable.
-    var lastWrite: UInt64 = 0
-    /// Added to the simulated time to give this node's clock. dtc reads a monotonic clock,
-    /// so a jump only ever goes forward (a suspended VM, a stalled process).
-    var clockOffset: UInt64 = 0
-    var pausedUntil: UInt64 = 0
-    /// Who waits for each requester token: a client (and its txn) or an RM's inquiry.
-    var requesters: [Requester: (asker: Asker, txnID: TxnID)] = [:]
-
-    enum Asker {
-        case client(Int)
-        case rm(Int)
-    }
-
-    init(index: Int) {
-        self.index = index
-        self.name = "n\(index)"
-    }
-
-    /// Rows of a partition, from the synced log: what a fence answer or a takeover reads.
-    func rows(of partition: UInt32) -> [TxnRow] { disk.rows(of: partition) }
-
-    /// The highest promise per partition in the synced log.
-    func syncedPromises() -> [UInt32: Epoch] {
-        var promised: [UInt32: Epoch] = [:]
-        for write in disk.synced {
-            if case .promise(let partition, let epoch) = write { promised[partition] = max(promised[partition] ?? .zero, epoch) }
-        }
-        return promised
-    }
-}
-
-extension Disk<NodeWrite> {
-    func rows(of partition: UInt32) -> [TxnRow] {
-        var rows: [TxnID: TxnRow] = [:]
-        for write in synced {
-            guard case .record(let entry) = write, entry.partition == partition else { continue }
-            if case .trim(let txnID) = entry.record {
-                rows[txnID] = nil
-            } else {
-                rows[entry.record.txnID, default: TxnRow(txnID: entry.record.txnID)].apply(entry.record)
-            }
-        }
-        return rows.values.sorted { $0.txnID < $1.txnID }
-    }
-}
-
+/// The simulation's glue to the `NodeMachine` each simulated node runs: events in (deliveries,
+/// ticks, fsyncs), actions out (disk writes, messages, answers), observations to the checker.
+/// No protocol lives here.
 extension Simulation {
-    static let tickMs: UInt64 = 20
-    static let suspicionTimeoutMs: UInt64 = 400
-    static let timing = NodeTiming(heartbeatMs: 50, suspicionTimeoutMs: suspicionTimeoutMs, fenceTimeoutMs: 300, silentFollowerMs: 200, retentionMs: 3_500)
-    /// A client resubmits a txn for this long after its first submit, then gives up. It must
-    /// stay well inside the retention (the dedup window), or a late submit would run the txn
-    /// again.
-    static let retryHorizonMs: UInt64 = 1_200
-
-    static func nodeIndex(_ name: String) -> Int { Int(name.dropFirst())! }
-
-    func localNow(_ index: Int) -> UInt64 { now + nodes[index].clockOffset }
-
-    var limits: Limits {
-        var limits = Limits()
-        limits.prepareTimeout = 300
-        limits.lockWaitTimeout = 100
-        limits.decisionRetryInitial = 50
-        limits.decisionRetryMax = 400
-        return limits
-    }
-
     // MARK: - Start, crash, time
 
     /// A (re)start: the node knows its promises and rows from its synced log only.

@@ -145,3 +145,58 @@ extension PeerMessage {
         }
     }
 }
+
+/// A coordinator node in the simulation: the real `NodeMachine` dtc-node runs, with a
+/// simulated disk, clock and network in place of LMDB, the process clock and gRPC.
+struct SimNode {
+    let index: Int
+    let name: String
+    var machine: NodeMachine?
+    var disk = Disk<NodeWrite>()
+    var generation = 0
+    /// The last write handed to the disk: a sync makes it (and all before it) durable.
+    var lastWrite: UInt64 = 0
+    /// Added to the simulated time to give this node's clock. dtc reads a monotonic clock,
+    /// so a jump only ever goes forward (a suspended VM, a stalled process).
+    var clockOffset: UInt64 = 0
+    var pausedUntil: UInt64 = 0
+    /// Who waits for each requester token: a client (and its txn) or an RM's inquiry.
+    var requesters: [Requester: (asker: Asker, txnID: TxnID)] = [:]
+
+    enum Asker {
+        case client(Int)
+        case rm(Int)
+    }
+
+    init(index: Int) {
+        self.index = index
+        self.name = "n\(index)"
+    }
+
+    /// Rows of a partition, from the synced log: what a fence answer or a takeover reads.
+    func rows(of partition: UInt32) -> [TxnRow] { disk.rows(of: partition) }
+
+    /// The highest promise per partition in the synced log.
+    func syncedPromises() -> [UInt32: Epoch] {
+        var promised: [UInt32: Epoch] = [:]
+        for write in disk.synced {
+            if case .promise(let partition, let epoch) = write { promised[partition] = max(promised[partition] ?? .zero, epoch) }
+        }
+        return promised
+    }
+}
+
+extension Disk<NodeWrite> {
+    func rows(of partition: UInt32) -> [TxnRow] {
+        var rows: [TxnID: TxnRow] = [:]
+        for write in synced {
+            guard case .record(let entry) = write, entry.partition == partition else { continue }
+            if case .trim(let txnID) = entry.record {
+                rows[txnID] = nil
+            } else {
+                rows[entry.record.txnID, default: TxnRow(txnID: entry.record.txnID)].apply(entry.record)
+            }
+        }
+        return rows.values.sorted { $0.txnID < $1.txnID }
+    }
+}
