@@ -20,8 +20,9 @@ struct LiveNode {
         let directory = NSTemporaryDirectory() + "dtc-node-test-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         // Each node of this process gets ports of its own: a node just stopped may still hold
-        // its port while the next one starts.
-        let base = 30_000 + Int(getpid() % 1_500) * 20 + instances.add(1, ordering: .relaxed).oldValue % 6 * 3
+        // its port while the next one starts. 20000–26000: below the kernel's ephemeral ports
+        // (32768+), which busy outgoing connections may hold, and below the scripts' (27100+).
+        let base = 20_000 + Int(getpid() % 300) * 20 + instances.add(1, ordering: .relaxed).oldValue % 6 * 3
         let json = """
             {"partitions": 16, "replicationFactor": 1, "virtualNodes": 64,
              "nodes": [{"name": "n1", "host": "127.0.0.1", "port": \(base), "dataDir": "n1"},
