@@ -695,7 +695,7 @@ public struct NodeMachine: Sendable {
             attempt.takeover.promised(partition, by: member, rows: rows)
         }
         for (partition, epoch) in answer.refused.sorted(by: { $0.key < $1.key }) {
-            attempt.takeover.refused(partition, promised: epoch)
+            attempt.takeover.refused(partition, promised: epoch, by: member)
             membership.observe(partition, epoch: epoch)
         }
         attempt.awaiting.remove(member)

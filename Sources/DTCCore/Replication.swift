@@ -145,6 +145,7 @@ public struct Takeover: Sendable {
     private var rows: [UInt32: [TxnRow]] = [:]
     /// Epochs that refusals showed to be above the candidate's.
     public private(set) var refusedAt: [UInt32: Epoch] = [:]
+    private var refusedBy: [UInt32: Set<String>] = [:]
 
     /// `seen` is the highest epoch the candidate knows of per partition (promised, led by a
     /// peer or observed); each new epoch is above it. `groups` are the replica groups.
@@ -165,8 +166,9 @@ public struct Takeover: Sendable {
         rows[partition, default: []] += memberRows
     }
 
-    public mutating func refused(_ partition: UInt32, promised: Epoch) {
+    public mutating func refused(_ partition: UInt32, promised: Epoch, by member: String? = nil) {
         refusedAt[partition] = max(refusedAt[partition] ?? .zero, promised)
+        if let member { refusedBy[partition, default: []].insert(member) }
     }
 
     public func promisers(of partition: UInt32) -> [String] { (promisedBy[partition] ?? []).sorted() }
@@ -179,11 +181,15 @@ public struct Takeover: Sendable {
         }
     }
 
-    /// Whether every partition has a quorum of promises or a refusal: later answers cannot
-    /// win anything more, so the candidate need not wait for members that are down.
+    /// Whether every partition has a quorum of promises, or so many refusals that the members
+    /// still to answer cannot make one: later answers cannot change what is won, so the
+    /// candidate need not wait for members that are down. (One refusal alone does not settle
+    /// a partition: the other members may still make a quorum.)
     public var isSettled: Bool {
         epochs.keys.allSatisfy { partition in
-            refusedAt[partition] != nil || promisers(of: partition).count >= (groups[partition]?.count ?? 0) / 2 + 1
+            let group = groups[partition] ?? []
+            let quorum = group.count / 2 + 1
+            return promisers(of: partition).count >= quorum || group.count - (refusedBy[partition]?.count ?? 0) < quorum
         }
     }
 

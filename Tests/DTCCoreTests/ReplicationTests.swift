@@ -107,6 +107,23 @@ import Testing
 
     // MARK: - Takeover
 
+    @Test func oneRefusalDoesNotSettleATakeoverThatTheOtherMembersCanStillWin() {
+        let group = ["n1", "n2", "n3"]
+        var takeover = Takeover(candidate: "n2", nodeID: 2, seen: [7: epoch1], groups: [7: group])
+        takeover.promisedLocally(7, rows: [])
+        #expect(!takeover.isSettled)
+        takeover.refused(7, promised: Epoch(counter: 9, node: 3), by: "n3")
+        #expect(!takeover.isSettled, "n1 may still promise, which makes a quorum with n2")
+        takeover.promised(7, by: "n1", rows: [])
+        #expect(takeover.isSettled && takeover.won().map(\.partition) == [7])
+
+        var refusedTwice = Takeover(candidate: "n2", nodeID: 2, seen: [7: epoch1], groups: [7: group])
+        refusedTwice.promisedLocally(7, rows: [])
+        refusedTwice.refused(7, promised: epoch2, by: "n1")
+        refusedTwice.refused(7, promised: epoch2, by: "n3")
+        #expect(refusedTwice.isSettled && refusedTwice.lost() == [7])
+    }
+
     @Test func aTakeoverWinsWithAQuorumAndMergesWhatTheMembersReturned() {
         var takeover = Takeover(candidate: "n2", nodeID: 2, seen: [7: epoch1], groups: [7: group])
         #expect(takeover.epochs[7] == epoch1.next(for: 2))
