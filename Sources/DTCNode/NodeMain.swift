@@ -24,8 +24,12 @@ public func runNode(config: ClusterConfig, name: String, allowFaultInjection: Bo
     let faults = allowFaultInjection ? FaultInjector(process: name, addresses: config.processNames) : nil
     if faults != nil { logger.notice("\(name): fault injection enabled (admin RPC)") }
     let connections = Connections(sender: name, faults: faults)
+    // A participant answers every PREPARE within its lock wait and every decision at once; a
+    // stream silent for much longer than that is given up (RMLink.watched).
+    let timing = config.timing
+    let rmSilenceMax = Duration.milliseconds(max(3_000, 4 * timing.lockWaitTimeoutMs, 2 * timing.rpcTimeoutMs))
     let rmLinks = Dictionary(uniqueKeysWithValues: config.rms.map {
-        ($0.name, RMLink(rm: $0.name, address: $0.address, connections: connections))
+        ($0.name, RMLink(rm: $0.name, address: $0.address, connections: connections, silenceMax: rmSilenceMax))
     })
     let peers = config.nodes.filter { $0.name != name }
     let peerLinks = Dictionary(uniqueKeysWithValues: peers.map {

@@ -27,16 +27,26 @@ final class RMLink: Sendable {
     let rm: String
     private let address: String
     private let connections: Connections
-    private let outgoing = BatchQueue<Outgoing>()
+    /// What waits to go out on the current stream. A stream that is given up gets no more:
+    /// its queue is closed and what it held moves to a fresh one for the next stream.
+    private let outgoing = Mutex(BatchQueue<Outgoing>())
+    /// Since when something sent has had no answer at all (nil: nothing outstanding).
+    private let unansweredSince = Mutex<ContinuousClock.Instant?>(nil)
+    /// How long a stream may leave what was sent unanswered before it is given up.
+    let silenceMax: Duration
 
-    init(rm: String, address: String, connections: Connections) {
+    init(rm: String, address: String, connections: Connections, silenceMax: Duration = .seconds(3)) {
         self.rm = rm
         self.address = address
         self.connections = connections
+        self.silenceMax = silenceMax
     }
 
     func send(_ prepares: [PrepareMessage], _ decisions: [DecisionMessage]) {
-        outgoing.append(contentsOf: prepares.map(Outgoing.prepare) + decisions.map(Outgoing.decision))
+        let items = prepares.map(Outgoing.prepare) + decisions.map(Outgoing.decision)
+        guard !items.isEmpty else { return }
+        unansweredSince.withLock { $0 = $0 ?? .now }
+        outgoing.withLock { $0.append(contentsOf: items) }
     }
 
     /// Keeps a stream open to the RM for as long as the task runs, reconnecting with capped
@@ -45,7 +55,7 @@ final class RMLink: Sendable {
         var backoff = Duration.milliseconds(20)
         while !Task.isCancelled {
             let opened = ContinuousClock.now
-            let failure = await exchange(replies)
+            let failure = await watched(replies)
             await failUnanswered(failure, replies)
             // A stream that served for a while broke by chance: reconnect quickly again.
             if ContinuousClock.now - opened > .seconds(1) { backoff = .milliseconds(20) }
@@ -54,13 +64,54 @@ final class RMLink: Sendable {
         }
     }
 
+    /// Runs one stream until it breaks, or gives it up when what was sent on it has had no
+    /// answer for `silenceMax`. A stream can stay open and carry nothing, in neither direction
+    /// (a chaos run wedged one after the RM's side of it failed: its write never returned and
+    /// no error ever came); giving it up means not waiting for it at all, since a write that
+    /// never returns also never sees a cancellation. Returns why the stream ended.
+    private func watched(_ replies: any RMReplyHandler) async -> String {
+        let queue = outgoing.withLock { $0 }
+        // What is outstanding waits for this stream's answer from now on.
+        unansweredSince.withLock { $0 = $0.map { _ in .now } }
+        let result = Mutex<String?>(nil)
+        let stream = Task {
+            let failure = await self.exchange(replies, from: queue)
+            result.withLock { $0 = failure }
+        }
+        while true {
+            if let failure = result.withLock({ $0 }) { return failure }
+            if let since = unansweredSince.withLock({ $0 }), ContinuousClock.now - since > silenceMax {
+                stream.cancel()
+                abandon(queue)
+                unansweredSince.withLock { $0 = nil }
+                return "no answer from \(rm) for \(silenceMax) on an open stream"
+            }
+            try? await Task.sleep(for: .milliseconds(50))
+            if Task.isCancelled {
+                stream.cancel()
+                return "link stopped"
+            }
+        }
+    }
+
+    /// Closes the given-up stream's queue and moves what it still held to a fresh one.
+    private func abandon(_ queue: BatchQueue<Outgoing>) {
+        outgoing.withLock { current in
+            guard current === queue else { return }
+            let fresh = BatchQueue<Outgoing>()
+            fresh.append(contentsOf: queue.removeAll { _ in true })
+            queue.close()
+            current = fresh
+        }
+    }
+
     /// One stream, until it breaks; returns why.
-    private func exchange(_ replies: any RMReplyHandler) async -> String {
+    private func exchange(_ replies: any RMReplyHandler, from queue: BatchQueue<Outgoing>) async -> String {
         var options = CallOptions.defaults
         options.waitForReady = false
         do {
             try await connections.resourceManager(address).exchange(options: options) { writer in
-                while let batch = await self.outgoing.next() {
+                while let batch = await queue.next() {
                     for request in Self.requests(batch) {
                         try await writer.write(request)
                         if !request.prepares.isEmpty { CrashPoints.shared.reached(.afterPreparesSent) }
@@ -79,6 +130,7 @@ final class RMLink: Sendable {
     }
 
     private func deliver(_ message: Dtc_V1_RMResponse, _ replies: any RMReplyHandler) async {
+        unansweredSince.withLock { $0 = nil }
         if !message.votes.isEmpty {
             let votes = message.votes.map { (TxnID($0.txnID), Vote(wire: $0)) }
             await replies.votesReceived(votes, from: rm)
@@ -91,7 +143,7 @@ final class RMLink: Sendable {
     /// Every PREPARE in flight or queued when the stream broke is answered NO (the node's
     /// machine knows which it sent); the queued ones are not sent later.
     private func failUnanswered(_ reason: String, _ replies: any RMReplyHandler) async {
-        _ = outgoing.removeAll { if case .prepare = $0 { true } else { false } }
+        _ = outgoing.withLock { $0.removeAll { if case .prepare = $0 { true } else { false } } }
         await replies.streamBroken(to: rm, reason: reason)
     }
 
