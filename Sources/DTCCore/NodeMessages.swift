@@ -235,3 +235,43 @@ public struct NodeTiming: Sendable, Equatable {
         self.retentionMs = retentionMs
     }
 }
+
+extension Sequence where Element == NodeWrite {
+    /// The rows of `partition` that these writes leave, in txn order: records merge into their
+    /// row, a TRIM deletes it. What a log of durable writes answers to `NodeMachine`'s `log`.
+    public func rows(of partition: UInt32) -> [TxnRow] {
+        var rows: [TxnID: TxnRow] = [:]
+        for case .record(let entry) in self where entry.partition == partition {
+            if case .trim(let txnID) = entry.record {
+                rows[txnID] = nil
+            } else {
+                rows[entry.record.txnID, default: TxnRow(txnID: entry.record.txnID)].apply(entry.record)
+            }
+        }
+        return rows.values.sorted { $0.txnID < $1.txnID }
+    }
+
+    /// The highest epoch promised per partition among these writes.
+    public var highestPromises: [UInt32: Epoch] {
+        var promised: [UInt32: Epoch] = [:]
+        for case .promise(let partition, let epoch) in self { promised[partition] = Swift.max(promised[partition] ?? .zero, epoch) }
+        return promised
+    }
+}
+
+extension NodeTiming {
+    /// The short timing dtc-sim and the NodeMachine transcripts run with.
+    public static let simulated = NodeTiming(heartbeatMs: 50, suspicionTimeoutMs: 400, fenceTimeoutMs: 300, silentFollowerMs: 200, retentionMs: 3_500)
+}
+
+extension Limits {
+    /// The short timeouts dtc-sim and the NodeMachine transcripts run with.
+    public static let simulated: Limits = {
+        var limits = Limits()
+        limits.prepareTimeout = 300
+        limits.lockWaitTimeout = 100
+        limits.decisionRetryInitial = 50
+        limits.decisionRetryMax = 400
+        return limits
+    }()
+}

@@ -76,7 +76,7 @@ extension Simulation {
     private func step(_ event: NodeEvent, node index: Int) {
         guard nodes[index].machine != nil else { return }
         let disk = nodes[index].disk
-        let actions = nodes[index].machine!.step(event, now: localNow(index)) { disk.rows(of: $0) }
+        let actions = nodes[index].machine!.step(event, now: localNow(index)) { disk.synced.rows(of: $0) }
         perform(actions, node: index)
     }
 

@@ -389,8 +389,8 @@ struct EventQueue {
 
 extension Simulation {
     static let tickMs: UInt64 = 20
-    static let suspicionTimeoutMs: UInt64 = 400
-    static let timing = NodeTiming(heartbeatMs: 50, suspicionTimeoutMs: suspicionTimeoutMs, fenceTimeoutMs: 300, silentFollowerMs: 200, retentionMs: 3_500)
+    static let suspicionTimeoutMs = NodeTiming.simulated.suspicionTimeoutMs
+    static let timing = NodeTiming.simulated
     /// A client resubmits a txn for this long after its first submit, then gives up. It must
     /// stay well inside the retention (the dedup window), or a late submit would run the txn
     /// again.
@@ -400,12 +400,5 @@ extension Simulation {
 
     func localNow(_ index: Int) -> UInt64 { now + nodes[index].clockOffset }
 
-    var limits: Limits {
-        var limits = Limits()
-        limits.prepareTimeout = 300
-        limits.lockWaitTimeout = 100
-        limits.decisionRetryInitial = 50
-        limits.decisionRetryMax = 400
-        return limits
-    }
+    var limits: Limits { .simulated }
 }

@@ -174,29 +174,9 @@ struct SimNode {
     }
 
     /// Rows of a partition, from the synced log: what a fence answer or a takeover reads.
-    func rows(of partition: UInt32) -> [TxnRow] { disk.rows(of: partition) }
+    func rows(of partition: UInt32) -> [TxnRow] { disk.synced.rows(of: partition) }
 
     /// The highest promise per partition in the synced log.
-    func syncedPromises() -> [UInt32: Epoch] {
-        var promised: [UInt32: Epoch] = [:]
-        for write in disk.synced {
-            if case .promise(let partition, let epoch) = write { promised[partition] = max(promised[partition] ?? .zero, epoch) }
-        }
-        return promised
-    }
+    func syncedPromises() -> [UInt32: Epoch] { disk.synced.highestPromises }
 }
 
-extension Disk<NodeWrite> {
-    func rows(of partition: UInt32) -> [TxnRow] {
-        var rows: [TxnID: TxnRow] = [:]
-        for write in synced {
-            guard case .record(let entry) = write, entry.partition == partition else { continue }
-            if case .trim(let txnID) = entry.record {
-                rows[txnID] = nil
-            } else {
-                rows[entry.record.txnID, default: TxnRow(txnID: entry.record.txnID)].apply(entry.record)
-            }
-        }
-        return rows.values.sorted { $0.txnID < $1.txnID }
-    }
-}

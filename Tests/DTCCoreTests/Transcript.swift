@@ -208,23 +208,9 @@ struct TranscriptNode {
     var syncsByItself = true
 
     /// The rows of a partition in the synced log (a TRIM deletes its row).
-    func rows(of partition: UInt32) -> [TxnRow] {
-        var rows: [TxnID: TxnRow] = [:]
-        for case .record(let entry) in synced where entry.partition == partition {
-            if case .trim(let txnID) = entry.record {
-                rows[txnID] = nil
-            } else {
-                rows[entry.record.txnID, default: TxnRow(txnID: entry.record.txnID)].apply(entry.record)
-            }
-        }
-        return rows.values.sorted { $0.txnID < $1.txnID }
-    }
+    func rows(of partition: UInt32) -> [TxnRow] { synced.rows(of: partition) }
 
-    var syncedPromises: [UInt32: Epoch] {
-        var promised: [UInt32: Epoch] = [:]
-        for case .promise(let partition, let epoch) in synced { promised[partition] = max(promised[partition] ?? .zero, epoch) }
-        return promised
-    }
+    var syncedPromises: [UInt32: Epoch] { synced.highestPromises }
 }
 
 /// A scripted participant: it remembers who sent it each PREPARE and decision, so a vote or
@@ -236,17 +222,10 @@ struct TranscriptRM {
 
 struct TranscriptCluster {
     static let tickMs: UInt64 = 20
-    static let limits: Limits = {
-        var limits = Limits()
-        limits.prepareTimeout = 300
-        limits.lockWaitTimeout = 100
-        limits.decisionRetryInitial = 50
-        limits.decisionRetryMax = 400
-        return limits
-    }()
+    static let limits = Limits.simulated
 
     /// dtc-sim's timing; `cluster … retention D` shortens the retention.
-    var timing = NodeTiming(heartbeatMs: 50, suspicionTimeoutMs: 400, fenceTimeoutMs: 300, silentFollowerMs: 200, retentionMs: 3_500)
+    var timing = NodeTiming.simulated
     var now: UInt64 = 0
     var names: [String] = []
     var map = PartitionMap(nodes: ["n1"], partitionCount: 1, replicationFactor: 1)
