@@ -124,11 +124,7 @@ public struct NodeWriteBatch: Hashable, Sendable {
         items.compactMap { if case .record(let record) = $0 { record } else { nil } }
     }
 
-    public var promises: [UInt32: Epoch] {
-        var promises: [UInt32: Epoch] = [:]
-        for case .promise(let partition, let epoch) in items { promises[partition] = max(promises[partition] ?? .zero, epoch) }
-        return promises
-    }
+    public var promises: [UInt32: Epoch] { items.highestPromises }
 }
 
 /// The shell's handle for whoever waits for an answer (a gRPC call, a simulated client or
