@@ -25,6 +25,8 @@ public struct NodeMachine: Sendable {
     public let nodes: [String]
     public let map: PartitionMap
     public let timing: NodeTiming
+    /// A silent follower's allowance grows to at most this many times `silentFollowerMs`.
+    static let silenceAllowedMaxFactor: UInt64 = 8
     public private(set) var coordinator: Coordinator
     public private(set) var membership: Membership
     public private(set) var promises: PartitionPromises
@@ -58,6 +60,12 @@ public struct NodeMachine: Sendable {
     /// follower last acknowledged anything (or got a catch-up).
     private var sessions: [String: (session: UInt64, next: UInt64)] = [:]
     private var lastAckAt: [String: UInt64] = [:]
+    /// Per follower, how long it may stay silent before a new session: `silentFollowerMs`,
+    /// doubled (up to `silenceAllowedMax`) after every session that silence opened, back to
+    /// the base at its next accepted ack. A follower slower than the base (a big catch-up after
+    /// a restart) would otherwise get a new session, and lose the one it was working on, for
+    /// ever.
+    private var silenceAllowed: [String: UInt64] = [:]
     /// Follower side: per leader, the session followed and the sequence expected next (nil once
     /// the session broke: everything after a gap or a refusal is refused until a catch-up).
     private var following: [String: (session: UInt64, next: UInt64?)] = [:]
@@ -456,7 +464,9 @@ public struct NodeMachine: Sendable {
                 continue
             }
             let since = lastAckAt[follower] ?? now
-            if now >= since + timing.silentFollowerMs {
+            let allowed = silenceAllowed[follower] ?? timing.silentFollowerMs
+            if now >= since + allowed {
+                silenceAllowed[follower] = min(allowed * 2, timing.silentFollowerMs * Self.silenceAllowedMaxFactor)
                 openSession(to: follower, because: "behind and silent for \(now - since) ms")
             }
         }
@@ -469,6 +479,7 @@ public struct NodeMachine: Sendable {
                 if sessions[follower]?.session == ack.session { openSession(to: follower, because: "it missed a message") }
             case .accepted:
                 lastAckAt[follower] = now
+                silenceAllowed[follower] = nil
                 acknowledged(ack.partition, ack.ticket, by: follower)
             case .refused(let promised):
                 if let mine = coordinator.epochs[ack.partition], promised > mine {

@@ -20,6 +20,9 @@ final class PeerLink: Sendable {
     private let connections: Connections
     private let outgoing = BatchQueue<Dtc_V1_AppendBatch>()
     private let current = Mutex<Task<Void, Never>?>(nil)
+    /// Set by `restart`: the stream was ended on purpose, so the next one opens at once
+    /// (a backoff here would hold up the catch-up the machine just queued).
+    private let restarted = Mutex(false)
 
     init(peer: String, address: String, connections: Connections) {
         self.peer = peer
@@ -40,6 +43,7 @@ final class PeerLink: Sendable {
             await withTaskCancellationHandler { await stream.value } onCancel: { stream.cancel() }
             // A stream that served for a while broke by chance: reconnect quickly again.
             if ContinuousClock.now - opened > .seconds(1) { backoff = .milliseconds(20) }
+            if restarted.withLock({ was in defer { was = false }; return was }) { continue }
             try? await Task.sleep(for: backoff)
             backoff = min(backoff * 2, .milliseconds(500))
         }
@@ -49,6 +53,7 @@ final class PeerLink: Sendable {
     /// new session's catch-up) goes first on a fresh stream.
     func restart() {
         _ = outgoing.removeAll { _ in true }
+        restarted.withLock { $0 = true }
         current.withLock { $0?.cancel() }
     }
 
