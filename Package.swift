@@ -16,6 +16,8 @@ let package = Package(
         .executable(name: "dtc-rm", targets: ["dtc-rm"]),
         .executable(name: "dtc", targets: ["dtc"]),
         .executable(name: "dtc-sim", targets: ["dtc-sim"]),
+        // A PostgreSQL database as a participant (README, "PostgreSQL as a participant").
+        .executable(name: "dtc-pg", targets: ["dtc-pg"]),
         // Turns a Swift service into a dtc participant (README, "Write a participant").
         .library(name: "DTCParticipant", targets: ["DTCParticipant"]),
         // Submits txns to a dtc cluster from an application: routing, redirects, retries (no fault injection).
@@ -32,6 +34,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
     targets: [
         // Pure protocol: no I/O, no clock, no randomness (shared/DESIGN.md, "Code layout").
@@ -86,13 +89,27 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // PostgreSQL as a participant: the contract kept with PREPARE TRANSACTION (dtc-pg).
+        .target(
+            name: "DTCPostgres",
+            dependencies: [
+                "DTCCore", "DTCWire", "DTCRuntime", "DTCRouter", "DTCFaults",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "DequeModule", package: "swift-collections"),
+            ] + grpc
+        ),
+        .executableTarget(
+            name: "dtc-pg",
+            dependencies: ["DTCPostgres", "DTCRuntime", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
         // The independent history checker: pure functions over a client history and what the
         // RMs hold, so `dtc verify` and its tests share them.
         .target(name: "DTCVerify", dependencies: ["DTCCore"]),
         .executableTarget(
             name: "dtc",
             dependencies: [
-                "DTCRouter", "DTCRuntime", "DTCCore", "DTCWire", "DTCFaults", "DTCVerify", "DTCShop",
+                "DTCRouter", "DTCRuntime", "DTCCore", "DTCWire", "DTCFaults", "DTCVerify", "DTCShop", "DTCPostgres",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ] + grpc
@@ -112,6 +129,10 @@ let package = Package(
         .testTarget(name: "DTCShopTests", dependencies: ["DTCShop", "DTCCore"]),
         .testTarget(name: "DTCParticipantTests", dependencies: ["DTCParticipant"]),
         .testTarget(name: "DTCStorageTests", dependencies: ["DTCStorage"]),
+        .testTarget(
+            name: "DTCPostgresTests",
+            dependencies: ["DTCPostgres", "DTCRuntime", "DTCCore", .product(name: "PostgresNIO", package: "postgres-nio")]
+        ),
         .testTarget(name: "DTCVerifyTests", dependencies: ["DTCVerify", "DTCCore"]),
         .testTarget(
             name: "DTCFaultsTests",

@@ -10,7 +10,8 @@
 # `dtc fault` can make its links misbehave (off by default). An rm runs the program its
 # optional "program" in the config names (an executable in the build's bin folder, dtc-rm by
 # default) with --config CONFIG --name NAME. Processes are ended only by the PIDs this script
-# recorded.
+# recorded. When rms have a "postgres" object (dtc-pg), up first starts their PostgreSQL
+# servers and down stops them last, with scripts/postgres.sh.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -82,6 +83,9 @@ case "$cmd" in
     find_binaries
     # Every program must exist before anything starts.
     while read -r kind pname host port program; do check_program "$pname" "$program"; done < <(cluster_processes "$CONFIG")
+    # The PostgreSQL servers of rms with a "postgres" object (dtc-pg) run before any rm.
+    pg_servers="$(postgres_servers "$CONFIG")" || die "cannot read the PostgreSQL servers of $CONFIG"
+    if [ -n "$pg_servers" ]; then "$ROOT/scripts/postgres.sh" --config "$CONFIG" up; fi
     # RMs first, so coordinators that recover txns find them.
     while read -r kind pname host port program; do [ "$kind" = rm ] && start_one "$kind" "$pname" "$program"; done < <(cluster_processes "$CONFIG")
     while read -r kind pname host port program; do [ "$kind" = node ] && start_one "$kind" "$pname" "$program"; done < <(cluster_processes "$CONFIG")
@@ -90,6 +94,8 @@ case "$cmd" in
     ;;
   down)
     while read -r kind pname host port program; do stop_one "$pname"; done < <(cluster_processes "$CONFIG")
+    pg_servers="$(postgres_servers "$CONFIG")" || die "cannot read the PostgreSQL servers of $CONFIG"
+    if [ -n "$pg_servers" ]; then "$ROOT/scripts/postgres.sh" --config "$CONFIG" down; fi
     say "cluster down"
     ;;
   status)

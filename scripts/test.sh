@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # dtc's test command: installs what is missing, runs the unit tests (swift test), then the
 # tests with real processes: scripts/cluster-test.sh, scripts/failover-test.sh,
-# scripts/fault-test.sh and a 60-second chaos run (scripts/chaos.sh) with a fixed seed.
+# scripts/fault-test.sh, scripts/example-test.sh, scripts/pg-test.sh (a real PostgreSQL server)
+# and a 60-second chaos run (scripts/chaos.sh) with a fixed seed.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -19,6 +20,8 @@ say "fault injection test"
 DTC_BUILD=debug "$ROOT/scripts/fault-test.sh"
 say "example participant test (tickets)"
 DTC_BUILD=debug "$ROOT/scripts/example-test.sh"
+say "PostgreSQL participant test (dtc-pg)"
+DTC_BUILD=debug "$ROOT/scripts/pg-test.sh"
 say "chaos run (60 s)"
 DTC_BUILD=debug "$ROOT/scripts/chaos.sh" --duration 60 --seed 1
 say "all tests passed"

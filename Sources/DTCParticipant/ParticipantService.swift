@@ -10,55 +10,20 @@ import GRPCCore
 struct ParticipantService: Dtc_V1_ResourceManager.SimpleServiceProtocol {
     let runtime: ParticipantRuntime
     let store: ParticipantStore
-    static let scanLimitMax = 10_000
 
     /// One coordinator's stream: its batches go to the runtime as they arrive; replies gather
     /// in a queue and go back many per message as they become ready.
     func exchange(
         request: RPCAsyncSequence<Dtc_V1_RMRequest, any Error>, response: RPCWriter<Dtc_V1_RMResponse>, context: ServerContext
     ) async throws {
-        let replies = BatchQueue<ParticipantReply>()
-        let route = await runtime.open(replies)
-        defer { Task { await runtime.close(route) } }
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask {
-                while let batch = await replies.next() { try await response.write(Self.response(batch)) }
-            }
-            for try await message in request {
-                let (prepares, decisions) = try Self.validated(message)
-                await runtime.receive(prepares: prepares, decisions: decisions, from: route)
-            }
-            replies.close()
-            try await group.waitForAll()
-        }
-    }
-
-    private static func validated(_ message: Dtc_V1_RMRequest) throws -> ([PrepareMessage], [DecisionMessage]) {
-        let prepares = try message.prepares.enumerated().map { index, wire in
-            try invalidArgument("prepares[\(index)]") { () throws(ValidationError) in try PrepareMessage(wire: wire) }
-        }
-        let decisions = try message.decisions.enumerated().map { index, wire in
-            try invalidArgument("decisions[\(index)]") { () throws(ValidationError) in try DecisionMessage(wire: wire) }
-        }
-        return (prepares, decisions)
-    }
-
-    private static func response(_ batch: [ParticipantReply]) -> Dtc_V1_RMResponse {
-        var response = Dtc_V1_RMResponse()
-        for reply in batch {
-            switch reply {
-            case .vote(let vote): response.votes.append(vote.wire)
-            case .ack(let ack): response.acks.append(ack.wire)
-            }
-        }
-        return response
+        let runtime = runtime
+        try await serveExchange(
+            request: request, response: response, open: { await runtime.open($0) },
+            receive: { await runtime.receive(prepares: $0, decisions: $1, from: $2) }, close: { await runtime.close($0) })
     }
 
     func scan(request: Dtc_V1_ScanRequest, context: ServerContext) async throws -> Dtc_V1_ScanResponse {
-        let limit = request.limit == 0 ? 1_000 : Int(request.limit)
-        guard limit <= Self.scanLimitMax else {
-            throw RPCError(code: .invalidArgument, message: "limit \(limit) is over the maximum of \(Self.scanLimitMax)")
-        }
+        let limit = try request.checkedLimit()
         let space: ScanSpace
         switch request.space {
         case .state: space = .state
@@ -75,13 +40,5 @@ struct ParticipantService: Dtc_V1_ResourceManager.SimpleServiceProtocol {
 
     func status(request: Dtc_V1_RMStatusRequest, context: ServerContext) async throws -> Dtc_V1_RMStatusResponse {
         await runtime.status()
-    }
-
-    private static func invalidArgument<T>(_ field: String, _ body: () throws(ValidationError) -> T) throws(RPCError) -> T {
-        do {
-            return try body()
-        } catch {
-            throw RPCError(code: .invalidArgument, message: "\(field).\(error.description)")
-        }
     }
 }

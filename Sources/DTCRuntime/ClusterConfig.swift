@@ -12,8 +12,28 @@ public struct ClusterConfig: Codable, Sendable {
         /// RMs only: which service this participant runs, for the program that serves it
         /// (the shop's dtc-rm reads inventory, orders or accounts). dtc itself ignores it.
         public var service: String?
+        /// RMs served by dtc-pg only: the PostgreSQL database this participant makes a branch
+        /// of a dtc txn (scripts/postgres.sh starts a throwaway server for it).
+        public var postgres: PostgresTarget?
 
         public var address: String { "\(host):\(port)" }
+    }
+
+    /// Where a PostgreSQL participant's database is, and who it logs in as.
+    public struct PostgresTarget: Codable, Sendable {
+        public var host: String
+        public var port: Int
+        public var database: String
+        public var user: String
+        public var password: String?
+
+        public init(host: String, port: Int, database: String, user: String, password: String?) {
+            self.host = host
+            self.port = port
+            self.database = database
+            self.user = user
+            self.password = password
+        }
     }
 
     public struct Seed: Codable, Sendable {

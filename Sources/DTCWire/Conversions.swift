@@ -186,3 +186,36 @@ extension Dtc_V1_BranchState {
         }
     }
 }
+
+extension Dtc_V1_RMRequest {
+    /// The PREPAREs and decisions of one Exchange message, each checked; the error names the
+    /// first bad field (`prepares[0].txn_id is empty`), and nothing of the message is taken.
+    public func validated() throws(ValidationError) -> (prepares: [PrepareMessage], decisions: [DecisionMessage]) {
+        var checkedPrepares: [PrepareMessage] = []
+        for (index, wire) in prepares.enumerated() {
+            do throws(ValidationError) {
+                checkedPrepares.append(try PrepareMessage(wire: wire))
+            } catch {
+                throw error.within("prepares[\(index)]")
+            }
+        }
+        var checkedDecisions: [DecisionMessage] = []
+        for (index, wire) in decisions.enumerated() {
+            do throws(ValidationError) {
+                checkedDecisions.append(try DecisionMessage(wire: wire))
+            } catch {
+                throw error.within("decisions[\(index)]")
+            }
+        }
+        return (checkedPrepares, checkedDecisions)
+    }
+}
+
+extension ValidationError {
+    /// The same error, its field named inside `parent` (`prepares[0].txn_id`).
+    fileprivate func within(_ parent: String) -> ValidationError {
+        switch self {
+        case .invalid(let field, let reason): .invalid(field: "\(parent).\(field)", reason: reason)
+        }
+    }
+}

@@ -1,5 +1,6 @@
 import ArgumentParser
 import DTCCore
+import DTCPostgres
 import DTCRouter
 import DTCRuntime
 import DTCShop
@@ -109,6 +110,7 @@ struct ClusterReader {
             case .orders?:
                 snapshot.orderRMs.insert(rm.name)
                 try await readOrders(rm, into: &snapshot)
+            case .accounts? where rm.postgres != nil: try await readAccountsInPostgres(rm, into: &snapshot)
             case .accounts?: try await readAccounts(rm, into: &snapshot)
             case nil: continue
             }
@@ -144,6 +146,22 @@ struct ClusterReader {
                 snapshot.debits[String(key.dropFirst(StateKey.debitPrefix.count))] = (user, amount)
             }
         }
+    }
+
+    /// The shop's accounts in a PostgreSQL database: its tables, and the prepared transactions
+    /// PostgreSQL itself still holds (which dtc-pg may not know of yet).
+    private func readAccountsInPostgres(_ rm: ClusterConfig.Process, into snapshot: inout ClusterSnapshot) async throws {
+        guard let target = rm.postgres else { return }
+        let accounts: ShopAccountsSQL.Snapshot
+        do {
+            accounts = try await ShopAccountsSQL.read(target, participant: rm.name)
+        } catch {
+            throw CLIFailure.failed("\(rm.name): cannot read postgres \(target.database) at \(target.host):\(target.port): \(error)")
+        }
+        snapshot.balances.merge(accounts.balances) { $1 }
+        snapshot.debits.merge(accounts.debits) { $1 }
+        let known = Set(snapshot.prepared[rm.name] ?? [])
+        snapshot.prepared[rm.name, default: []] += accounts.prepared.filter { !known.contains($0) }
     }
 
     /// Every entry of `space` under `prefix`, page by page.

@@ -1,5 +1,6 @@
 import ArgumentParser
 import DTCCore
+import DTCPostgres
 import DTCRouter
 import DTCRuntime
 import DTCShop
@@ -11,6 +12,8 @@ struct ShopRMs {
     var inventory: String
     var orders: String
     var accounts: String
+    /// The accounts service is a PostgreSQL database (dtc-pg): its debit is an SQL branch.
+    var accountsInPostgres: Bool
 
     init(_ config: ClusterConfig) throws {
         func named(_ service: ShopService) throws -> String {
@@ -22,11 +25,14 @@ struct ShopRMs {
         inventory = try named(.inventory)
         orders = try named(.orders)
         accounts = try named(.accounts)
+        accountsInPostgres = config.rm(named: accounts)?.postgres != nil
     }
 
     /// One order across the three services: reserve stock, create the order, debit the account.
     func branches(orderID: String, user: String, sku: String, qty: Int64, amount: Int64) -> [Branch] {
-        orderBranches(orderID: orderID, user: user, sku: sku, qty: qty, amount: amount, inventory: inventory, orders: orders, accounts: accounts)
+        let shop = orderBranches(orderID: orderID, user: user, sku: sku, qty: qty, amount: amount, inventory: inventory, orders: orders, accounts: accounts)
+        guard accountsInPostgres else { return shop }
+        return shop.map { $0.rm == accounts ? ShopAccountsSQL.debit(rm: accounts, orderID: orderID, userID: user, amount: amount) : $0 }
     }
 }
 
