@@ -18,6 +18,8 @@ let package = Package(
         .executable(name: "dtc-sim", targets: ["dtc-sim"]),
         // A PostgreSQL database as a participant (README, "PostgreSQL as a participant").
         .executable(name: "dtc-pg", targets: ["dtc-pg"]),
+        // SQL branches for dtc-pg (SQLBranch), for applications that submit them from Swift.
+        .library(name: "DTCPostgres", targets: ["DTCPostgres"]),
         // Turns a Swift service into a dtc participant (README, "Write a participant").
         .library(name: "DTCParticipant", targets: ["DTCParticipant"]),
         // Submits txns to a dtc cluster from an application: routing, redirects, retries (no fault injection).

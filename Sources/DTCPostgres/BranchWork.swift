@@ -57,15 +57,16 @@ struct BranchWork: Sendable {
         try await connection.run(PostgresQuery(unsafeSQL: sql), logger: logger)
     }
 
-    /// PostgreSQL's message, with the cause a client can act on: lock conflicts, deadlocks
-    /// and serialization failures are contention (a retry may succeed), the rest a refusal.
+    /// PostgreSQL's message, with the cause a client can act on: lock conflicts, deadlocks,
+    /// serialization failures and statement timeouts are contention (a retry may succeed),
+    /// the rest a refusal.
     static func reason(_ error: PSQLError) -> AbortReason {
         let state = error.serverInfo?[.sqlState] ?? ""
         let message = error.serverInfo?[.message] ?? "\(error.code)"
         if state == "23505", error.serverInfo?[.constraintName] == PostgresLedger.primaryKey {
             return AbortReason(.refused, "rolled back before it was prepared")
         }
-        let contention: Set<String> = ["55P03", "40P01", "40001"]
+        let contention: Set<String> = ["55P03", "40P01", "40001", "57014"]
         let cause: AbortCause = contention.contains(state) ? .contention : .refused
         return AbortReason(cause, "postgres: \(message) (SQLSTATE \(state))")
     }

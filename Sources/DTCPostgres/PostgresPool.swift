@@ -70,6 +70,11 @@ actor PostgresPool {
         nextID += 1
         do {
             return try await PostgresConnection.connect(configuration: configuration, id: nextID, logger: logger)
+        } catch let error as PSQLError where error.serverInfo != nil {
+            // The server answered, and refused (a password, a database that does not exist).
+            open -= 1
+            wakeOne()
+            throw error
         } catch {
             open -= 1
             wakeOne()

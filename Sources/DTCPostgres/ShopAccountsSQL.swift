@@ -19,7 +19,7 @@ public enum ShopAccountsSQL {
         let branch = SQLBranch(statements: [
             SQLStatement(
                 "UPDATE shop_balances SET cents = cents - $1 WHERE user_id = $2 AND cents >= $1", params: [.int(amount), .text(userID)],
-                rows: 1, refusal: "insufficient funds or unknown user '\(userID)'"),
+                rows: 1, refusal: "insufficient funds or unknown user"),
             SQLStatement("INSERT INTO shop_debits (order_id, user_id, cents) VALUES ($1, $2, $3)", params: [.text(orderID), .text(userID), .int(amount)]),
         ])
         return Branch(rm: rm, kind: SQLBranch.kind, payload: branch.encoded())

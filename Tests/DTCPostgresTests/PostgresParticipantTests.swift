@@ -264,4 +264,24 @@ struct PostgresParticipantTests {
             #expect(try await sql("SELECT n::text FROM \(table)") == ["5"])
         }
     }
+
+    @Test func aPreparedTransactionThatIsNotDtcsIsLeftAlone() async throws {
+        try await createTable()
+        let target = try #require(Self.target)
+        let other = try await PostgresConnection.connect(
+            configuration: .init(host: target.host, port: target.port, username: target.user, password: target.password, database: target.database, tls: .disable),
+            id: 97, logger: logger)
+        let gid = "not-dtc-\(name)"
+        try await other.run("BEGIN", logger: logger)
+        try await other.run(PostgresQuery(unsafeSQL: "INSERT INTO \(table) VALUES ('x', 1)"), logger: logger)
+        try await other.run(PostgresQuery(unsafeSQL: "PREPARE TRANSACTION '\(gid)'"), logger: logger)
+        try await other.close()
+        try await withParticipants {
+            let (participant, _) = try await start()
+            await participant.tick()
+            #expect(await participant.preparedCount == 0)
+            #expect(try await sql("SELECT gid FROM pg_prepared_xacts WHERE gid = '\(gid)'") == [gid], "another application's prepared transaction stays")
+        }
+        _ = try await sql("ROLLBACK PREPARED '\(gid)'")
+    }
 }
