@@ -13,10 +13,12 @@ enum PrepareResult: Sendable {
     case alreadyFinished(LedgerEntry)
 }
 
-/// Preparing a branch on one connection: the ledger first (a txn already finished is not run
-/// again), then BEGIN, the statements with their row counts checked, the COMMIT row of the
-/// ledger, and PREPARE TRANSACTION. An error PostgreSQL reports about the branch is a NO; a
-/// connection that fails is thrown (the pool closes it; PostgreSQL rolls the branch back).
+/// Preparing a branch on one connection, in as few round trips as it takes: BEGIN; the
+/// transaction's lock and statement timeouts; the COMMIT row of the ledger, first, so that a
+/// txn already finished here (its row is there: a commit, or a tombstone) stops at once and
+/// answers from that row without running its statements again; the statements with their row
+/// counts checked; PREPARE TRANSACTION. An error PostgreSQL reports about the branch is a NO;
+/// a connection that fails is thrown (the pool closes it; PostgreSQL rolls the branch back).
 struct BranchWork: Sendable {
     var participant: String
     var txnID: TxnID
@@ -28,13 +30,15 @@ struct BranchWork: Sendable {
     var logger: Logger
 
     func run(on connection: PostgresConnection) async throws -> PrepareResult {
-        if let entry = try await PostgresParticipant.ledgerEntry(txnID, participant: participant, on: connection) {
-            return .alreadyFinished(entry)
-        }
         try await execute("BEGIN", on: connection)
         do {
-            try await execute("SET LOCAL lock_timeout = '\(lockTimeoutMs)ms'", on: connection)
-            try await execute("SET LOCAL statement_timeout = '\(statementTimeoutMs)ms'", on: connection)
+            var timeouts = PostgresBindings()
+            timeouts.append("\(lockTimeoutMs)ms")
+            timeouts.append("\(statementTimeoutMs)ms")
+            try await connection.run(
+                PostgresQuery(unsafeSQL: "SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true)", binds: timeouts),
+                logger: logger)
+            try await connection.run(PostgresLedger.insert(participant, txnID, commitRow), logger: logger)
             for (index, statement) in branch.statements.enumerated() {
                 let result = try await connection.run(PostgresQuery(unsafeSQL: statement.sql, binds: statement.bindings), logger: logger)
                 if let wanted = statement.rows, result.metadata.rows != wanted {
@@ -44,13 +48,20 @@ struct BranchWork: Sendable {
                     return .refused(AbortReason(.refused, statement.refusal.map { "\($0) (\(counts))" } ?? counts))
                 }
             }
-            try await connection.run(PostgresLedger.insert(participant, txnID, commitRow), logger: logger)
             try await execute("PREPARE TRANSACTION \(gid.literal(participant: participant))", on: connection)
             return .prepared
         } catch let error as PSQLError where error.serverInfo != nil {
             try await execute("ROLLBACK", on: connection)
+            if Self.isLedgerCollision(error), let entry = try await PostgresParticipant.ledgerEntry(txnID, participant: participant, on: connection) {
+                return .alreadyFinished(entry)
+            }
             return .refused(Self.reason(error))
         }
+    }
+
+    /// The txn has a ledger row already: it finished here before.
+    static func isLedgerCollision(_ error: PSQLError) -> Bool {
+        error.serverInfo?[.sqlState] == "23505" && error.serverInfo?[.constraintName] == PostgresLedger.primaryKey
     }
 
     private func execute(_ sql: String, on connection: PostgresConnection) async throws {
@@ -63,9 +74,7 @@ struct BranchWork: Sendable {
     static func reason(_ error: PSQLError) -> AbortReason {
         let state = error.serverInfo?[.sqlState] ?? ""
         let message = error.serverInfo?[.message] ?? "\(error.code)"
-        if state == "23505", error.serverInfo?[.constraintName] == PostgresLedger.primaryKey {
-            return AbortReason(.refused, "rolled back before it was prepared")
-        }
+        if isLedgerCollision(error) { return AbortReason(.refused, "rolled back before it was prepared") }
         let contention: Set<String> = ["55P03", "40P01", "40001", "57014"]
         let cause: AbortCause = contention.contains(state) ? .contention : .refused
         return AbortReason(cause, "postgres: \(message) (SQLSTATE \(state))")
@@ -97,9 +106,12 @@ struct FinishWork: Sendable {
             if entry.epoch != branch.gid.epoch || entry.seenEpoch != branch.gid.epoch {
                 try await connection.run(PostgresLedger.setEpochs(participant, txnID, epoch: entry.epoch, seen: entry.seenEpoch), logger: logger)
             }
-            return try await PostgresParticipant.ledgerEntry(txnID, participant: participant, on: connection) ?? entry
+            // A branch reloaded after a restart does not know its participants; its row does.
+            if branch.participants.isEmpty { return try await PostgresParticipant.ledgerEntry(txnID, participant: participant, on: connection) ?? entry }
+            return entry
         case .abort:
-            try await connection.run(PostgresLedger.insert(participant, txnID, entry, ifAbsent: true), logger: logger)
+            let inserted = try await connection.run(PostgresLedger.insert(participant, txnID, entry, ifAbsent: true), logger: logger)
+            if inserted.metadata.rows == 1 { return entry }
             return try await PostgresParticipant.ledgerEntry(txnID, participant: participant, on: connection) ?? entry
         }
     }

@@ -169,6 +169,8 @@ struct PostgresParticipantTests {
             let (_, restarted) = try await start()
             let again = Self.ack(try await restarted.send(decision: decision("t1", .commit)))
             #expect(again?.accepted == true, "a repeated COMMIT is acknowledged: \(String(describing: again))")
+            // Run again, the insert would break the primary key: YES says the ledger answered.
+            #expect(Self.isYes(try await restarted.send(prepare: prepare("t1", [insert("a", 5)]))), "a repeated PREPARE gets the recorded vote")
             #expect(try await sql("SELECT count(*)::text FROM \(table)") == ["1"])
             #expect(try await sql("SELECT applications::text FROM dtc_ledger WHERE participant = '\(name)'") == ["1"])
             let conflicting = Self.ack(try await restarted.send(decision: decision("t1", .abort)))
