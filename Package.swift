@@ -111,7 +111,7 @@ let package = Package(
         .executableTarget(
             name: "dtc",
             dependencies: [
-                "DTCRouter", "DTCRuntime", "DTCCore", "DTCWire", "DTCFaults", "DTCVerify", "DTCShop", "DTCPostgres",
+                "DTCRouter", "DTCRuntime", "DTCCore", "DTCWire", "DTCFaults", "DTCVerify", "DTCShop", "DTCPostgres", "DTCStorage",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ] + grpc

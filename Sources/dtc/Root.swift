@@ -9,7 +9,7 @@ struct DTC: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dtc",
         abstract: "Client of a dtc cluster: orders, load, checks, status and fault injection.",
-        subcommands: [Order.self, Submit.self, Load.self, Check.self, Verify.self, Status.self, Txn.self, Fault.self])
+        subcommands: [Order.self, Submit.self, Load.self, Check.self, Verify.self, Status.self, Txn.self, Fault.self, Limits.self])
 
     /// Usage errors exit 2 with one line; a failure the command reports exits 1; never a trace.
     static func main() async {
