@@ -3,7 +3,8 @@
 
 Measures, on a fresh release cluster, for each concurrency: committed txn/s, latency
 percentiles, CPU µs per committed txn for every process (from /proc/PID/stat, the client's
-from its rusage), fsyncs per committed txn (from `dtc status`), and whether `dtc check` passes;
+from its rusage), fsyncs and gRPC messages per committed txn (from `dtc status` and the
+client's own count), and whether `dtc check` passes;
 then a run that kills the leader of most partitions mid-load, as committed txn/s over time.
 The machine's own limits (durable LMDB commits/s, gRPC stream messages/s) are measured in the
 same run. Writes REPORT.json and a self-contained report.html with SVG charts.
@@ -54,10 +55,10 @@ class Bench:
             fields = line.split()
             if len(fields) < 3 or fields[2] != "up":
                 continue
-            if fields[0] in self.nodes and len(fields) >= 12:
-                rows[fields[0]] = {"led": int(fields[3]), "inFlight": int(fields[4]), "syncs": int(fields[11])}
-            elif fields[0] in self.rms and len(fields) >= 10:
-                rows[fields[0]] = {"syncs": int(fields[9])}
+            if fields[0] in self.nodes and len(fields) >= 13:
+                rows[fields[0]] = {"led": int(fields[3]), "inFlight": int(fields[4]), "syncs": int(fields[11]), "messages": int(fields[12])}
+            elif fields[0] in self.rms and len(fields) >= 11:
+                rows[fields[0]] = {"syncs": int(fields[9]), "messages": int(fields[10])}
         return rows
 
     def wait_all_led(self, seconds=60):
@@ -137,6 +138,9 @@ class Bench:
         cpu["dtc (client)"] = round(client_cpu * 1e6 / committed, 1)
         syncs = {name: status_after[name]["syncs"] - status_before[name]["syncs"]
                  for name in status_before if name in status_after}
+        messages = {name: status_after[name]["messages"] - status_before[name]["messages"]
+                    for name in status_before if name in status_after}
+        messages["dtc (client)"] = summary["messagesSent"]
         passed, last = self.check()
         point = {
             "concurrency": concurrency, "seconds": summary["durationS"], "committed": summary["committed"],
@@ -144,10 +148,12 @@ class Bench:
             "p50Ms": summary["p50Ms"], "p90Ms": summary["p90Ms"], "p99Ms": summary["p99Ms"], "maxMs": summary["maxMs"],
             "cpuUsPerTxn": cpu, "cpuUsPerTxnTotal": round(sum(cpu.values()), 1),
             "fsyncsPerTxn": round(sum(syncs.values()) / committed, 2), "fsyncsPerTxnByProcess": {k: round(v / committed, 3) for k, v in syncs.items()},
+            "messagesPerTxn": round(sum(messages.values()) / committed, 2),
+            "messagesPerTxnByProcess": {k: round(v / committed, 3) for k, v in messages.items()},
             "abortedByReason": summary["abortedByReason"], "check": "pass" if passed else "FAIL: " + " ".join(last),
         }
         say(f"  {point['throughput']} committed/s, p99 {point['p99Ms']} ms, {point['cpuUsPerTxnTotal']} µs CPU/txn, "
-            f"{point['fsyncsPerTxn']} fsyncs/txn, check {point['check']}")
+            f"{point['fsyncsPerTxn']} fsyncs/txn, {point['messagesPerTxn']} messages/txn, check {point['check']}")
         return point
 
     def failover(self, seconds):
@@ -266,7 +272,7 @@ def render(report):
     points = report.get("points", [])
     rows = "".join(
         f"<tr><td>{p['concurrency']}</td><td>{p['throughput']:,.1f}</td><td>{p['p50Ms']:.1f}</td><td>{p['p90Ms']:.1f}</td>"
-        f"<td>{p['p99Ms']:.1f}</td><td>{p['cpuUsPerTxnTotal']:,.0f}</td><td>{p['fsyncsPerTxn']}</td><td>{p['aborted']}</td>"
+        f"<td>{p['p99Ms']:.1f}</td><td>{p['cpuUsPerTxnTotal']:,.0f}</td><td>{p['fsyncsPerTxn']}</td><td>{p['messagesPerTxn']}</td><td>{p['aborted']}</td>"
         f"<td>{html.escape(p['check'])}</td></tr>" for p in points)
     charts = [
         line_chart("Committed txn/s against concurrency", [(p["concurrency"], p["throughput"]) for p in points], "concurrency", "txn/s", log_x=True),
@@ -286,7 +292,7 @@ def render(report):
 <p>{html.escape(report['date'])}, commit {html.escape(report['commit'])}, {report['machine']['cpus']} CPUs ({html.escape(report['machine']['cpuModel'])}), kernel {html.escape(report['machine']['kernel'])}{' — quick run' if report['quick'] else ''}.</p>
 <p>Machine limits measured in the same run: {limits['lmdbDurableCommitsPerS']:,.0f} durable LMDB commits/s ({limits['lmdbCommitMeanUs']:.0f} µs each);
 {limits['grpcStreamMessagesPerS']:,.0f} messages/s over one gRPC stream on loopback.</p>
-<table><tr><th>concurrency</th><th>txn/s</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>CPU µs/txn</th><th>fsyncs/txn</th><th>aborted</th><th>dtc check</th></tr>{rows}</table>
+<table><tr><th>concurrency</th><th>txn/s</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>CPU µs/txn</th><th>fsyncs/txn</th><th>messages/txn</th><th>aborted</th><th>dtc check</th></tr>{rows}</table>
 {''.join(charts)}
 {f"<p>Failover: first commits {failover['firstCommitsAfterKillS']} s after the kill (0.5 s resolution); {failover['unknown']} txns left unknown; dtc check {html.escape(failover['check'])}.</p>" if failover else ''}
 </body></html>"""

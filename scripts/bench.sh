@@ -2,8 +2,8 @@
 # dtc's benchmark: builds release, measures the machine's own limits (durable LMDB commits/s,
 # gRPC stream messages/s) and then, on a fresh cluster of cluster.json on its own ports, runs
 # `dtc load` for a fixed time at each concurrency, recording committed txn/s, p50/p90/p99, CPU
-# µs per committed txn for every process (from /proc; the client's from its rusage), fsyncs per
-# txn (from `dtc status`) and `dtc check`; then a run that kills the leader of most partitions
+# µs per committed txn for every process (from /proc; the client's from its rusage), fsyncs and
+# gRPC messages per txn (from `dtc status`; the client's from its own count) and `dtc check`; then a run that kills the leader of most partitions
 # with kill -9 mid-load. Writes bench/REPORT.json and a self-contained bench/report.html (SVG
 # charts). Figures from a busy machine mean little: run it on a quiet one.
 #

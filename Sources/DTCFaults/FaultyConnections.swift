@@ -11,7 +11,7 @@ extension Connections {
             return
         }
         self.init(interceptors: { address in
-            [FaultClientInterceptor(faults: faults, target: faults.process(atAddress: address))]
+            [MessageCounter.shared.clientInterceptor, FaultClientInterceptor(faults: faults, target: faults.process(atAddress: address))]
         })
     }
 }

@@ -48,7 +48,7 @@ public func runNode(config: ClusterConfig, name: String, allowFaultInjection: Bo
     let transport = HTTP2ServerTransport.Posix(
         address: .ipv4(host: me.host, port: me.port), transportSecurity: .plaintext,
         config: .defaults { $0.rpc.maxRequestPayloadSize = 16 << 20 })
-    let server = GRPCServer(transport: transport, services: services, interceptors: faults.map { [FaultServerInterceptor(faults: $0)] } ?? [])
+    let server = GRPCServer(transport: transport, services: services, interceptors: [MessageCounter.shared.serverInterceptor] + (faults.map { [FaultServerInterceptor(faults: $0)] } ?? []))
     try await withThrowingDiscardingTaskGroup { group in
         group.addTask { try await server.serve() }
         group.addTask { try await every(.milliseconds(config.timing.tickMs)) { await runtime.tick() } }

@@ -325,6 +325,7 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
         response.recovered = coordinator.counters.recovered
         response.logRecords = UInt64((try? store.rows.rowCount()) ?? 0)
         response.logSyncs = store.rows.syncCount
+        response.messagesSent = MessageCounter.shared.messagesSent
         response.uptimeMs = clock.elapsedMillis()
         response.trimmed = machine.counters.trimmed
         response.ready = machine.membership.isReady

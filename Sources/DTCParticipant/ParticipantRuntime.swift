@@ -84,6 +84,7 @@ actor ParticipantRuntime {
             $0.staleEpochRefusals = machine.counters.staleEpochRefusals
             $0.conflictingDecisions = machine.counters.conflictingDecisions
             $0.logSyncs = store.committer.syncCount
+            $0.messagesSent = MessageCounter.shared.messagesSent
             $0.active = UInt64(machine.activeCount)
             $0.cachedFinished = UInt64(machine.cachedFinishedCount)
             $0.ledgerLookups = machine.counters.ledgerLookups

@@ -54,7 +54,7 @@ public func serveParticipant(
         ParticipantService(runtime: runtime, store: store),
         AdminService(process: name, faults: faults),
     ]
-    let server = GRPCServer(transport: transport, services: services, interceptors: faults.map { [FaultServerInterceptor(faults: $0)] } ?? [])
+    let server = GRPCServer(transport: transport, services: services, interceptors: [MessageCounter.shared.serverInterceptor] + (faults.map { [FaultServerInterceptor(faults: $0)] } ?? []))
     try await withThrowingDiscardingTaskGroup { group in
         group.addTask { try await server.serve() }
         group.addTask {

@@ -67,6 +67,7 @@ struct PostgresService: Dtc_V1_ResourceManager.SimpleServiceProtocol {
             $0.staleEpochRefusals = counters.staleEpochRefusals
             $0.conflictingDecisions = counters.conflictingDecisions
             $0.logSyncs = counters.syncs
+            $0.messagesSent = MessageCounter.shared.messagesSent
             $0.active = UInt64(active)
             $0.cachedFinished = UInt64(cached)
             $0.ledgerLookups = counters.ledgerLookups

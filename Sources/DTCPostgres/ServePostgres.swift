@@ -57,7 +57,7 @@ public func servePostgresParticipant(
         address: .ipv4(host: me.host, port: me.port), transportSecurity: .plaintext,
         config: .defaults { $0.rpc.maxRequestPayloadSize = 16 << 20 })
     let services: [any RegistrableRPCService] = [PostgresService(participant: participant), AdminService(process: name, faults: faults)]
-    let server = GRPCServer(transport: transport, services: services, interceptors: faults.map { [FaultServerInterceptor(faults: $0)] } ?? [])
+    let server = GRPCServer(transport: transport, services: services, interceptors: [MessageCounter.shared.serverInterceptor] + (faults.map { [FaultServerInterceptor(faults: $0)] } ?? []))
     try await withThrowingDiscardingTaskGroup { group in
         group.addTask { try await server.serve() }
         group.addTask {

@@ -31,7 +31,7 @@ public final class Connections: Sendable {
 
     /// A dtc process's connections without fault injection: every call names `sender`.
     public convenience init(sender: String) {
-        let naming: [any ClientInterceptor] = [SenderInterceptor(process: sender)]
+        let naming: [any ClientInterceptor] = [MessageCounter.shared.clientInterceptor, SenderInterceptor(process: sender)]
         self.init(interceptors: { _ in naming })
     }
 

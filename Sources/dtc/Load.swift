@@ -136,7 +136,8 @@ struct Load: AsyncParsableCommand {
     func run() async throws {
         let config = try cluster.load()
         let runSeed = seed ?? UInt64(Date().timeIntervalSince1970 * 1_000)
-        let connections = Connections()
+        // Its messages are counted, for the benchmark's messages per txn.
+        let connections = Connections(interceptors: { _ in [MessageCounter.shared.clientInterceptor] })
         let router = Router(config: config, connections: connections)
         let stats = LoadStats()
         let historyWriter = try history.map(HistoryWriter.init)
@@ -246,8 +247,8 @@ struct Load: AsyncParsableCommand {
         let orders = counts.committed + counts.aborted + counts.unknown
         if json {
             let reasons = counts.abortReasons.sorted { $0.key < $1.key }.map { "\"\(jsonEscape($0.key))\":\($0.value)" }.joined(separator: ",")
-            print(String(format: "{\"txns\":%d,\"concurrency\":%d,\"seed\":%llu,\"committed\":%d,\"aborted\":%d,\"unknown\":%d,\"retried\":%d,\"resubmitted\":%d,\"abortedByReason\":{%@},\"durationS\":%.3f,\"throughput\":%.1f,\"p50Ms\":%.2f,\"p90Ms\":%.2f,\"p99Ms\":%.2f,\"maxMs\":%.2f}",
-                         orders, concurrency, runSeed, counts.committed, counts.aborted, counts.unknown, counts.retried, counts.resubmitted, reasons, seconds, throughput, ms(50), ms(90), ms(99), Double(counts.histogram.max) / 1_000))
+            print(String(format: "{\"txns\":%d,\"concurrency\":%d,\"seed\":%llu,\"committed\":%d,\"aborted\":%d,\"unknown\":%d,\"retried\":%d,\"resubmitted\":%d,\"abortedByReason\":{%@},\"durationS\":%.3f,\"throughput\":%.1f,\"p50Ms\":%.2f,\"p90Ms\":%.2f,\"p99Ms\":%.2f,\"maxMs\":%.2f,\"messagesSent\":%llu}",
+                         orders, concurrency, runSeed, counts.committed, counts.aborted, counts.unknown, counts.retried, counts.resubmitted, reasons, seconds, throughput, ms(50), ms(90), ms(99), Double(counts.histogram.max) / 1_000, MessageCounter.shared.messagesSent))
             return
         }
         print("load: \(orders) orders, concurrency \(concurrency), seed \(runSeed), \(String(format: "%.2f", seconds)) s")

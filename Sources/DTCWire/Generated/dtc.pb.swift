@@ -619,6 +619,9 @@ public nonisolated struct Dtc_V1_StatusResponse: Sendable {
   /// Partitions this node has taken over (each one counted).
   public var takeovers: UInt64 = 0
 
+  /// gRPC messages this node has sent (requests and responses; a batch is one message).
+  public var messagesSent: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -923,6 +926,9 @@ public nonisolated struct Dtc_V1_RMStatusResponse: Sendable {
 
   /// NO votes given.
   public var refused: UInt64 = 0
+
+  /// gRPC messages this participant has sent (requests and responses; a batch is one message).
+  public var messagesSent: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1895,7 +1901,7 @@ nonisolated extension Dtc_V1_PeerView: SwiftProtobuf.Message, SwiftProtobuf._Mes
 
 nonisolated extension Dtc_V1_StatusResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StatusResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0\u{1}partitions\0\u{3}in_flight\0\u{1}committed\0\u{1}aborted\0\u{1}recovered\0\u{3}log_records\0\u{3}log_syncs\0\u{3}uptime_ms\0\u{1}peers\0\u{2}\u{2}trimmed\0\u{1}ready\0\u{1}takeovers\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0\u{1}partitions\0\u{3}in_flight\0\u{1}committed\0\u{1}aborted\0\u{1}recovered\0\u{3}log_records\0\u{3}log_syncs\0\u{3}uptime_ms\0\u{1}peers\0\u{2}\u{2}trimmed\0\u{1}ready\0\u{1}takeovers\0\u{3}messages_sent\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1916,6 +1922,7 @@ nonisolated extension Dtc_V1_StatusResponse: SwiftProtobuf.Message, SwiftProtobu
       case 12: try { try decoder.decodeSingularUInt64Field(value: &self.trimmed) }()
       case 13: try { try decoder.decodeSingularBoolField(value: &self.ready) }()
       case 14: try { try decoder.decodeSingularUInt64Field(value: &self.takeovers) }()
+      case 15: try { try decoder.decodeSingularUInt64Field(value: &self.messagesSent) }()
       default: break
       }
     }
@@ -1961,6 +1968,9 @@ nonisolated extension Dtc_V1_StatusResponse: SwiftProtobuf.Message, SwiftProtobu
     if self.takeovers != 0 {
       try visitor.visitSingularUInt64Field(value: self.takeovers, fieldNumber: 14)
     }
+    if self.messagesSent != 0 {
+      try visitor.visitSingularUInt64Field(value: self.messagesSent, fieldNumber: 15)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1978,6 +1988,7 @@ nonisolated extension Dtc_V1_StatusResponse: SwiftProtobuf.Message, SwiftProtobu
     if lhs.trimmed != rhs.trimmed {return false}
     if lhs.ready != rhs.ready {return false}
     if lhs.takeovers != rhs.takeovers {return false}
+    if lhs.messagesSent != rhs.messagesSent {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2449,7 +2460,7 @@ nonisolated extension Dtc_V1_RMStatusRequest: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Dtc_V1_RMStatusResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RMStatusResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}service\0\u{1}prepared\0\u{1}committed\0\u{1}aborted\0\u{3}locks_held\0\u{3}stale_epoch_refusals\0\u{3}log_syncs\0\u{3}conflicting_decisions\0\u{1}active\0\u{3}cached_finished\0\u{3}ledger_lookups\0\u{1}refused\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}service\0\u{1}prepared\0\u{1}committed\0\u{1}aborted\0\u{3}locks_held\0\u{3}stale_epoch_refusals\0\u{3}log_syncs\0\u{3}conflicting_decisions\0\u{1}active\0\u{3}cached_finished\0\u{3}ledger_lookups\0\u{1}refused\0\u{3}messages_sent\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2469,6 +2480,7 @@ nonisolated extension Dtc_V1_RMStatusResponse: SwiftProtobuf.Message, SwiftProto
       case 10: try { try decoder.decodeSingularUInt64Field(value: &self.cachedFinished) }()
       case 11: try { try decoder.decodeSingularUInt64Field(value: &self.ledgerLookups) }()
       case 12: try { try decoder.decodeSingularUInt64Field(value: &self.refused) }()
+      case 13: try { try decoder.decodeSingularUInt64Field(value: &self.messagesSent) }()
       default: break
       }
     }
@@ -2511,6 +2523,9 @@ nonisolated extension Dtc_V1_RMStatusResponse: SwiftProtobuf.Message, SwiftProto
     if self.refused != 0 {
       try visitor.visitSingularUInt64Field(value: self.refused, fieldNumber: 12)
     }
+    if self.messagesSent != 0 {
+      try visitor.visitSingularUInt64Field(value: self.messagesSent, fieldNumber: 13)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2527,6 +2542,7 @@ nonisolated extension Dtc_V1_RMStatusResponse: SwiftProtobuf.Message, SwiftProto
     if lhs.cachedFinished != rhs.cachedFinished {return false}
     if lhs.ledgerLookups != rhs.ledgerLookups {return false}
     if lhs.refused != rhs.refused {return false}
+    if lhs.messagesSent != rhs.messagesSent {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
