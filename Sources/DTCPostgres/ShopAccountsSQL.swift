@@ -52,9 +52,7 @@ public enum ShopAccountsSQL {
 
     public static func read(_ target: ClusterConfig.PostgresTarget, participant: String) async throws -> Snapshot {
         let logger = Logger(label: "dtc.check")
-        let configuration = PostgresConnection.Configuration(
-            host: target.host, port: target.port, username: target.user, password: target.password, database: target.database, tls: .disable)
-        let connection = try await PostgresConnection.connect(configuration: configuration, id: 1, logger: logger)
+        let connection = try await connect(target, logger: logger)
         do {
             var snapshot = Snapshot()
             try await connection.run("BEGIN ISOLATION LEVEL REPEATABLE READ", logger: logger)
@@ -76,5 +74,26 @@ public enum ShopAccountsSQL {
             try? await connection.close()
             throw error
         }
+    }
+
+    /// The txn IDs of the prepared transactions the database holds for `participant`.
+    public static func preparedTxns(_ target: ClusterConfig.PostgresTarget, participant: String) async throws -> [String] {
+        let logger = Logger(label: "dtc.check")
+        let connection = try await connect(target, logger: logger)
+        do {
+            let rows = try await connection.run("SELECT gid FROM pg_prepared_xacts WHERE database = current_database()", logger: logger).rows
+            let txns = try rows.compactMap { PreparedGID(try $0.decode(String.self), participant: participant)?.txnID.rawValue }
+            try await connection.close()
+            return txns
+        } catch {
+            try? await connection.close()
+            throw error
+        }
+    }
+
+    private static func connect(_ target: ClusterConfig.PostgresTarget, logger: Logger) async throws -> PostgresConnection {
+        let configuration = PostgresConnection.Configuration(
+            host: target.host, port: target.port, username: target.user, password: target.password, database: target.database, tls: .disable)
+        return try await PostgresConnection.connect(configuration: configuration, id: 1, logger: logger)
     }
 }

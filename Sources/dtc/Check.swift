@@ -112,7 +112,7 @@ struct ClusterReader {
                 try await readOrders(rm, into: &snapshot)
             case .accounts? where rm.postgres != nil: try await readAccountsInPostgres(rm, into: &snapshot)
             case .accounts?: try await readAccounts(rm, into: &snapshot)
-            case nil: continue
+            case nil: if rm.postgres != nil { try await readPreparedInPostgres(rm, into: &snapshot) }
             }
         }
         return snapshot
@@ -160,8 +160,22 @@ struct ClusterReader {
         }
         snapshot.balances.merge(accounts.balances) { $1 }
         snapshot.debits.merge(accounts.debits) { $1 }
+        addPrepared(accounts.prepared, of: rm, to: &snapshot)
+    }
+
+    /// Any PostgreSQL participant: the prepared transactions the database itself still holds.
+    private func readPreparedInPostgres(_ rm: ClusterConfig.Process, into snapshot: inout ClusterSnapshot) async throws {
+        guard let target = rm.postgres else { return }
+        do {
+            addPrepared(try await ShopAccountsSQL.preparedTxns(target, participant: rm.name), of: rm, to: &snapshot)
+        } catch {
+            throw CLIFailure.failed("\(rm.name): cannot read postgres \(target.database) at \(target.host):\(target.port): \(error)")
+        }
+    }
+
+    private func addPrepared(_ txnIDs: [String], of rm: ClusterConfig.Process, to snapshot: inout ClusterSnapshot) {
         let known = Set(snapshot.prepared[rm.name] ?? [])
-        snapshot.prepared[rm.name, default: []] += accounts.prepared.filter { !known.contains($0) }
+        snapshot.prepared[rm.name, default: []] += txnIDs.filter { !known.contains($0) }
     }
 
     /// Every entry of `space` under `prefix`, page by page.
