@@ -99,7 +99,7 @@ class Bench:
     def load(self, concurrency, seconds, on_progress=None):
         """Runs `dtc load`; returns its JSON summary, the client's CPU seconds and its progress lines."""
         command = [os.path.join(self.bin, "dtc"), "load", "--config", self.config, "--duration", str(seconds),
-                   "--concurrency", str(concurrency), "--retry-for", "60", "--json"]
+                   "--concurrency", str(concurrency), "--retry-for", "60", "--json"] + (["--submit-stream"] if self.args.submit_stream else [])
         started = time.monotonic()
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         progress = []
@@ -182,7 +182,7 @@ class Bench:
 
     def run(self):
         report = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(),
-                  "commit": git_commit(self.root), "quick": self.args.quick}
+                  "commit": git_commit(self.root), "quick": self.args.quick, "submitStream": self.args.submit_stream}
         report["limits"] = self.limits()
         self.write_config()
         self.cluster("up")
@@ -289,7 +289,7 @@ def render(report):
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>dtc benchmark {html.escape(report['date'])}</title>
 <style>body{{font-family:sans-serif;max-width:760px;margin:2em auto}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}figure{{margin:1.5em 0}}figcaption{{font-weight:bold;margin-bottom:.4em}}</style></head><body>
 <h1>dtc benchmark</h1>
-<p>{html.escape(report['date'])}, commit {html.escape(report['commit'])}, {report['machine']['cpus']} CPUs ({html.escape(report['machine']['cpuModel'])}), kernel {html.escape(report['machine']['kernel'])}{' — quick run' if report['quick'] else ''}.</p>
+<p>{html.escape(report['date'])}, commit {html.escape(report['commit'])}, {report['machine']['cpus']} CPUs ({html.escape(report['machine']['cpuModel'])}), kernel {html.escape(report['machine']['kernel'])}{' — quick run' if report['quick'] else ''}{'; submits on SubmitStream' if report.get('submitStream') else '; one unary Submit per txn'}.</p>
 <p>Machine limits measured in the same run: {limits['lmdbDurableCommitsPerS']:,.0f} durable LMDB commits/s ({limits['lmdbCommitMeanUs']:.0f} µs each);
 {limits['grpcStreamMessagesPerS']:,.0f} messages/s over one gRPC stream on loopback.</p>
 <table><tr><th>concurrency</th><th>txn/s</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>CPU µs/txn</th><th>fsyncs/txn</th><th>messages/txn</th><th>aborted</th><th>dtc check</th></tr>{rows}</table>
@@ -308,6 +308,7 @@ def main():
     parser.add_argument("--seconds", type=int, default=60)
     parser.add_argument("--failover-seconds", type=int, default=30)
     parser.add_argument("--port-base", type=int, default=33100)
+    parser.add_argument("--submit-stream", action="store_true", help="dtc load sends on one SubmitStream per node")
     Bench(parser.parse_args()).run()
 
 

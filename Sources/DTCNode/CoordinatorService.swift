@@ -1,4 +1,5 @@
 import DTCCore
+import DTCRuntime
 import DTCWire
 import GRPCCore
 
@@ -13,6 +14,39 @@ struct CoordinatorService: Dtc_V1_Coordinator.SimpleServiceProtocol {
     func submit(request: Dtc_V1_SubmitRequest, context: ServerContext) async throws -> Dtc_V1_SubmitResponse {
         let (txnID, branches) = try validated(request)
         return try answer(txnID, await runtime.submit(txnID, branches: branches))
+    }
+
+    /// Each submit of the stream runs as a unary Submit would, at once; its answer joins the
+    /// others ready at the time in the next message back.
+    func submitStream(
+        request: RPCAsyncSequence<Dtc_V1_SubmitBatch, any Error>, response: RPCWriter<Dtc_V1_SubmitAnswers>, context: ServerContext
+    ) async throws {
+        let answers = BatchQueue<Dtc_V1_SubmitAnswer>()
+        try await withThrowingTaskGroup(of: Void.self) { writers in
+            writers.addTask {
+                while let batch = await answers.next() { try await response.write(.with { $0.answers = batch }) }
+            }
+            try await withThrowingDiscardingTaskGroup { submits in
+                for try await batch in request {
+                    for submit in batch.submits {
+                        submits.addTask { answers.append(contentsOf: [await self.answer(submit, context: context)]) }
+                    }
+                }
+            }
+            answers.close()
+            try await writers.waitForAll()
+        }
+    }
+
+    private func answer(_ submit: Dtc_V1_NumberedSubmit, context: ServerContext) async -> Dtc_V1_SubmitAnswer {
+        do {
+            let answer = try await self.submit(request: submit.request, context: context)
+            return .with { $0.id = submit.id; $0.response = answer }
+        } catch let error as RPCError {
+            return .with { $0.id = submit.id; $0.errorCode = Int32(error.code.rawValue); $0.errorMessage = error.message }
+        } catch {
+            return .with { $0.id = submit.id; $0.errorCode = Int32(RPCError.Code.internalError.rawValue); $0.errorMessage = "\(error)" }
+        }
     }
 
     func getTxn(request: Dtc_V1_GetTxnRequest, context: ServerContext) async throws -> Dtc_V1_GetTxnResponse {

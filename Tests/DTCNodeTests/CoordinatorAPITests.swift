@@ -136,6 +136,36 @@ func debit() -> Dtc_V1_Branch { branch("accounts", kind: "debit", payload: Array
         await node.stop()
     }
 
+    @Test func aSubmitStreamAnswersEverySubmitByItsNumberAsUnarySubmitWould() async throws {
+        let node = try await LiveNode.start()
+        let led = node.txnID(ledBy: "n1")
+        let foreign = node.txnID(ledBy: "n2")
+        let batch = Dtc_V1_SubmitBatch.with {
+            $0.submits = [
+                .with { $0.id = 7; $0.request = .with { $0.txnID = led; $0.branches = [reserve(), debit()] } },
+                .with { $0.id = 8; $0.request = .with { $0.txnID = ""; $0.branches = [reserve()] } },
+                .with { $0.id = 9; $0.request = .with { $0.txnID = foreign; $0.branches = [reserve()] } },
+            ]
+        }
+        let answers = try await node.client().submitStream { writer in
+            try await writer.write(batch)
+        } onResponse: { response in
+            var answers: [UInt64: Dtc_V1_SubmitAnswer] = [:]
+            for try await message in response.messages {
+                for answer in message.answers { answers[answer.id] = answer }
+            }
+            return answers
+        }
+        #expect(Set(answers.keys) == [7, 8, 9], "one answer per submit, by its number")
+        #expect(answers[7]?.errorCode == 0 && answers[7]?.response.outcome.state == .aborted, "RMs unreachable: \(String(describing: answers[7]))")
+        #expect(answers[8]?.errorCode == Int32(RPCError.Code.invalidArgument.rawValue))
+        #expect(answers[8]?.errorMessage.contains("txn_id is empty") == true)
+        #expect(answers[9]?.response.redirect.node == "n2")
+        let unary = try await node.client().submit(batch.submits[0].request)
+        #expect(unary.outcome == answers[7]?.response.outcome, "the same answer as a unary Submit")
+        await node.stop()
+    }
+
     @Test func unreachableRMMakesTheTxnAbortWithTheReasonAndSubmitIsIdempotent() async throws {
         let node = try await LiveNode.start()
         let id = node.txnID(ledBy: "n1")

@@ -42,6 +42,19 @@ public enum Dtc_V1_Coordinator: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "SubmitStream" metadata.
+        public enum SubmitStream: Sendable {
+            /// Request type for "SubmitStream".
+            public typealias Input = Dtc_V1_SubmitBatch
+            /// Response type for "SubmitStream".
+            public typealias Output = Dtc_V1_SubmitAnswers
+            /// Descriptor for "SubmitStream".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "dtc.v1.Coordinator"),
+                method: "SubmitStream",
+                type: .bidirectionalStreaming
+            )
+        }
         /// Namespace for "GetTxn" metadata.
         public enum GetTxn: Sendable {
             /// Request type for "GetTxn".
@@ -84,6 +97,7 @@ public enum Dtc_V1_Coordinator: Sendable {
         /// Descriptors for all methods in the "dtc.v1.Coordinator" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Submit.descriptor,
+            SubmitStream.descriptor,
             GetTxn.descriptor,
             Status.descriptor,
             Resolve.descriptor
@@ -133,6 +147,27 @@ extension Dtc_V1_Coordinator {
             request: GRPCCore.StreamingServerRequest<Dtc_V1_SubmitRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Dtc_V1_SubmitResponse>
+
+        /// Handle the "SubmitStream" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Many submits on one long-lived stream, as the router sends them: each message carries any
+        /// > number of submits, each numbered by the client; answers come back as they are ready, many
+        /// > per message, in any order, each what Submit would have answered (or its error). Saves the
+        /// > HTTP/2 stream that every unary call costs both sides.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Dtc_V1_SubmitBatch` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Dtc_V1_SubmitAnswers` messages.
+        func submitStream(
+            request: GRPCCore.StreamingServerRequest<Dtc_V1_SubmitBatch>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Dtc_V1_SubmitAnswers>
 
         /// Handle the "GetTxn" method.
         ///
@@ -206,6 +241,27 @@ extension Dtc_V1_Coordinator {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Dtc_V1_SubmitResponse>
 
+        /// Handle the "SubmitStream" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Many submits on one long-lived stream, as the router sends them: each message carries any
+        /// > number of submits, each numbered by the client; answers come back as they are ready, many
+        /// > per message, in any order, each what Submit would have answered (or its error). Saves the
+        /// > HTTP/2 stream that every unary call costs both sides.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Dtc_V1_SubmitBatch` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Dtc_V1_SubmitAnswers` messages.
+        func submitStream(
+            request: GRPCCore.StreamingServerRequest<Dtc_V1_SubmitBatch>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Dtc_V1_SubmitAnswers>
+
         /// Handle the "GetTxn" method.
         ///
         /// - Parameters:
@@ -276,6 +332,28 @@ extension Dtc_V1_Coordinator {
             context: GRPCCore.ServerContext
         ) async throws -> Dtc_V1_SubmitResponse
 
+        /// Handle the "SubmitStream" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Many submits on one long-lived stream, as the router sends them: each message carries any
+        /// > number of submits, each numbered by the client; answers come back as they are ready, many
+        /// > per message, in any order, each what Submit would have answered (or its error). Saves the
+        /// > HTTP/2 stream that every unary call costs both sides.
+        ///
+        /// - Parameters:
+        ///   - request: A stream of `Dtc_V1_SubmitBatch` messages.
+        ///   - response: A response stream of `Dtc_V1_SubmitAnswers` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        func submitStream(
+            request: GRPCCore.RPCAsyncSequence<Dtc_V1_SubmitBatch, any Swift.Error>,
+            response: GRPCCore.RPCWriter<Dtc_V1_SubmitAnswers>,
+            context: GRPCCore.ServerContext
+        ) async throws
+
         /// Handle the "GetTxn" method.
         ///
         /// - Parameters:
@@ -330,6 +408,17 @@ extension Dtc_V1_Coordinator.StreamingServiceProtocol {
             serializer: GRPCProtobuf.ProtobufSerializer<Dtc_V1_SubmitResponse>(),
             handler: { request, context in
                 try await self.submit(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Dtc_V1_Coordinator.Method.SubmitStream.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Dtc_V1_SubmitBatch>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Dtc_V1_SubmitAnswers>(),
+            handler: { request, context in
+                try await self.submitStream(
                     request: request,
                     context: context
                 )
@@ -435,6 +524,23 @@ extension Dtc_V1_Coordinator.SimpleServiceProtocol {
         )
     }
 
+    public func submitStream(
+        request: GRPCCore.StreamingServerRequest<Dtc_V1_SubmitBatch>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Dtc_V1_SubmitAnswers> {
+        return GRPCCore.StreamingServerResponse<Dtc_V1_SubmitAnswers>(
+            metadata: [:],
+            producer: { writer in
+                try await self.submitStream(
+                    request: request.messages,
+                    response: writer,
+                    context: context
+                )
+                return [:]
+            }
+        )
+    }
+
     public func getTxn(
         request: GRPCCore.ServerRequest<Dtc_V1_GetTxnRequest>,
         context: GRPCCore.ServerContext
@@ -508,6 +614,32 @@ extension Dtc_V1_Coordinator {
             deserializer: some GRPCCore.MessageDeserializer<Dtc_V1_SubmitResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Dtc_V1_SubmitResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "SubmitStream" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Many submits on one long-lived stream, as the router sends them: each message carries any
+        /// > number of submits, each numbered by the client; answers come back as they are ready, many
+        /// > per message, in any order, each what Submit would have answered (or its error). Saves the
+        /// > HTTP/2 stream that every unary call costs both sides.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request producing `Dtc_V1_SubmitBatch` messages.
+        ///   - serializer: A serializer for `Dtc_V1_SubmitBatch` messages.
+        ///   - deserializer: A deserializer for `Dtc_V1_SubmitAnswers` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func submitStream<Result>(
+            request: GRPCCore.StreamingClientRequest<Dtc_V1_SubmitBatch>,
+            serializer: some GRPCCore.MessageSerializer<Dtc_V1_SubmitBatch>,
+            deserializer: some GRPCCore.MessageDeserializer<Dtc_V1_SubmitAnswers>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Dtc_V1_SubmitAnswers>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "GetTxn" method.
@@ -614,6 +746,41 @@ extension Dtc_V1_Coordinator {
             try await self.client.unary(
                 request: request,
                 descriptor: Dtc_V1_Coordinator.Method.Submit.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "SubmitStream" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Many submits on one long-lived stream, as the router sends them: each message carries any
+        /// > number of submits, each numbered by the client; answers come back as they are ready, many
+        /// > per message, in any order, each what Submit would have answered (or its error). Saves the
+        /// > HTTP/2 stream that every unary call costs both sides.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request producing `Dtc_V1_SubmitBatch` messages.
+        ///   - serializer: A serializer for `Dtc_V1_SubmitBatch` messages.
+        ///   - deserializer: A deserializer for `Dtc_V1_SubmitAnswers` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func submitStream<Result>(
+            request: GRPCCore.StreamingClientRequest<Dtc_V1_SubmitBatch>,
+            serializer: some GRPCCore.MessageSerializer<Dtc_V1_SubmitBatch>,
+            deserializer: some GRPCCore.MessageDeserializer<Dtc_V1_SubmitAnswers>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Dtc_V1_SubmitAnswers>) async throws -> Result
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.bidirectionalStreaming(
+                request: request,
+                descriptor: Dtc_V1_Coordinator.Method.SubmitStream.descriptor,
                 serializer: serializer,
                 deserializer: deserializer,
                 options: options,
@@ -741,6 +908,36 @@ extension Dtc_V1_Coordinator.ClientProtocol {
         )
     }
 
+    /// Call the "SubmitStream" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Many submits on one long-lived stream, as the router sends them: each message carries any
+    /// > number of submits, each numbered by the client; answers come back as they are ready, many
+    /// > per message, in any order, each what Submit would have answered (or its error). Saves the
+    /// > HTTP/2 stream that every unary call costs both sides.
+    ///
+    /// - Parameters:
+    ///   - request: A streaming request producing `Dtc_V1_SubmitBatch` messages.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func submitStream<Result>(
+        request: GRPCCore.StreamingClientRequest<Dtc_V1_SubmitBatch>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Dtc_V1_SubmitAnswers>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        try await self.submitStream(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Dtc_V1_SubmitBatch>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Dtc_V1_SubmitAnswers>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
     /// Call the "GetTxn" method.
     ///
     /// - Parameters:
@@ -843,6 +1040,41 @@ extension Dtc_V1_Coordinator.ClientProtocol {
             metadata: metadata
         )
         return try await self.submit(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "SubmitStream" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Many submits on one long-lived stream, as the router sends them: each message carries any
+    /// > number of submits, each numbered by the client; answers come back as they are ready, many
+    /// > per message, in any order, each what Submit would have answered (or its error). Saves the
+    /// > HTTP/2 stream that every unary call costs both sides.
+    ///
+    /// - Parameters:
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - producer: A closure producing request messages to send to the server. Returning
+    ///       from the closure closes the request stream.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func submitStream<Result>(
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        requestProducer producer: @Sendable @escaping (GRPCCore.RPCWriter<Dtc_V1_SubmitBatch>) async throws -> Void,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Dtc_V1_SubmitAnswers>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.StreamingClientRequest<Dtc_V1_SubmitBatch>(
+            metadata: metadata,
+            producer: producer
+        )
+        return try await self.submitStream(
             request: request,
             options: options,
             onResponse: handleResponse
