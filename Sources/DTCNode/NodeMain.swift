@@ -47,7 +47,7 @@ public func runNode(config: ClusterConfig, name: String, allowFaultInjection: Bo
     ]
     let transport = HTTP2ServerTransport.Posix(
         address: .ipv4(host: me.host, port: me.port), transportSecurity: .plaintext,
-        config: .defaults { $0.rpc.maxRequestPayloadSize = 16 << 20 })
+        config: .defaults { $0.rpc.maxRequestPayloadSize = peerMessageBytesMax })
     let server = GRPCServer(transport: transport, services: services, interceptors: [MessageCounter.shared.serverInterceptor] + (faults.map { [FaultServerInterceptor(faults: $0)] } ?? []))
     try await withThrowingDiscardingTaskGroup { group in
         group.addTask { try await server.serve() }

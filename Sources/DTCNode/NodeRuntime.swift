@@ -267,12 +267,16 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
         var options = CallOptions.defaults
         options.timeout = .milliseconds(max(300, config.timing.suspicionTimeoutMs))
         options.waitForReady = false
+        options.allowPeerSizedMessages()
         let connections = connections
+        let logger = logger
         Task {
-            guard let response = try? await connections.replica(address).fence(wire, options: options),
-                let answer = try? response.answer()
-            else { return }
-            await self.step(.peer(.fenceAnswer(answer), from: member))
+            do {
+                let answer = try await connections.replica(address).fence(wire, options: options).answer()
+                await self.step(.peer(.fenceAnswer(answer), from: member))
+            } catch {
+                logger.info("fence #\(request.attempt) to \(member) got no answer: \(shortDescription(of: error))")
+            }
         }
     }
 

@@ -60,6 +60,7 @@ final class PeerLink: Sendable {
     private func exchange(_ replies: any PeerReplyHandler) async {
         var options = CallOptions.defaults
         options.waitForReady = false
+        options.allowPeerSizedMessages()
         _ = try? await connections.replica(address).replicate(options: options) { writer in
             while let batches = await self.outgoing.next() {
                 try await writer.write(contentsOf: batches)
