@@ -7,11 +7,12 @@
 # in doubt, and runs the independent checker, `dtc verify`, over the history and every RM's
 # ledger and state. It prints a summary table and exits 1 on any violation.
 #
-#   scripts/chaos.sh [--duration SECONDS] [--seed S] [--concurrency C] [--keep]
+#   scripts/chaos.sh [--duration SECONDS] [--seed S] [--concurrency C] [--submit-stream] [--keep]
 #
 # --duration is the fault phase (default 120 s); --seed fixes the nemesis schedule and the
 # orders (default: from the clock, printed); --keep leaves the run folder (history, logs) in
-# place. DTC_BUILD=debug|release picks the build (release by default).
+# place. --submit-stream makes the clients send on SubmitStream (`dtc load --submit-stream`).
+# DTC_BUILD=debug|release picks the build (release by default).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -19,13 +20,15 @@ DURATION=120
 SEED=""
 CONCURRENCY=16
 KEEP=0
+LOAD_MODE=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION="$2"; shift 2 ;;
     --seed) SEED="$2"; shift 2 ;;
     --concurrency) CONCURRENCY="$2"; shift 2 ;;
     --keep) KEEP=1; shift ;;
-    *) die "usage: chaos.sh [--duration SECONDS] [--seed S] [--concurrency C] [--keep]" ;;
+    --submit-stream) LOAD_MODE=(--submit-stream); shift ;;
+    *) die "usage: chaos.sh [--duration SECONDS] [--seed S] [--concurrency C] [--submit-stream] [--keep]" ;;
   esac
 done
 [[ "$DURATION" =~ ^[0-9]+$ ]] && [ "$DURATION" -ge 10 ] || die "--duration must be a whole number of seconds, at least 10"
@@ -103,7 +106,7 @@ wait_until all_led
 
 START="$(date +%s.%N)"
 dtc load --duration "$DURATION" --concurrency "$CONCURRENCY" --seed "$SEED" --retry-for "$RETRY_FOR" \
-  --attempts "$ATTEMPTS" --resubmit 0.1 --history "$HISTORY" --json > "$WORK/load.json" 2> "$WORK/load.err" &
+  --attempts "$ATTEMPTS" --resubmit 0.1 --history "$HISTORY" --json ${LOAD_MODE[@]+"${LOAD_MODE[@]}"} > "$WORK/load.json" 2> "$WORK/load.err" &
 LOAD_PID=$!
 NETWORK_FLAG=()
 [ "$NETWORK" = 1 ] && NETWORK_FLAG=(--network)
