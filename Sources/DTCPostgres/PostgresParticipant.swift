@@ -346,7 +346,11 @@ actor PostgresParticipant {
     /// asked for at once; one that a job of its txn is working on is left to that job.
     private func adopt(_ gid: PreparedGID, force: Bool = false) -> Bool {
         let txnID = gid.txnID
-        guard prepared[txnID] == nil, force || (jobs[txnID] == nil && finished[txnID] == nil) else { return false }
+        // A txn that voted NO may still be held: its PREPARE TRANSACTION went through but the
+        // answer was lost with the connection. One already decided here is not adopted again.
+        var decided = false
+        if case .decided = finished[txnID] { decided = true }
+        guard prepared[txnID] == nil, force || (jobs[txnID] == nil && !decided) else { return false }
         let node = gid.epoch.node >= 1 && Int(gid.epoch.node) <= nodes.count ? nodes[Int(gid.epoch.node) - 1] : ""
         let now = clock.now()
         prepared[txnID] = PreparedBranch(
