@@ -86,6 +86,12 @@ enum PostgresLedger {
                 """, binds: binds)
     }
 
+    /// The global ids of every prepared transaction of the connection's database.
+    static func preparedGIDs(on connection: PostgresConnection, logger: Logger) async throws -> [String] {
+        try await connection.run("SELECT gid FROM pg_prepared_xacts WHERE database = current_database()", logger: logger)
+            .rows.map { try $0.decode(String.self) }
+    }
+
     static func decode(_ row: PostgresRow) throws -> (TxnID, LedgerEntry) {
         let (id, outcome, epochCounter, epochNode, seenCounter, seenNode, applications, participants) = try row.decode(
             (String, Int16, Int64, Int64, Int64, Int64, Int32, [String]).self)

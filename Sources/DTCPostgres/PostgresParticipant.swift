@@ -33,6 +33,7 @@ actor PostgresParticipant {
         var staleEpochRefusals: UInt64 = 0
         var conflictingDecisions: UInt64 = 0
         var ledgerLookups: UInt64 = 0
+        /// Durable commits dtc-pg asked of PostgreSQL (which may flush several with one fsync).
         var syncs: UInt64 = 0
     }
 
@@ -267,7 +268,8 @@ actor PostgresParticipant {
         let finishing = FinishWork(participant: name, branch: branch, entry: entry)
         do {
             let recorded = try await pool.withConnection { try await finishing.run(on: $0) }
-            counters.syncs += 2
+            // COMMIT PREPARED; ROLLBACK PREPARED and the abort row.
+            counters.syncs += message.outcome == .commit ? 1 : 2
             prepared[txnID] = nil
             remember(txnID, .decided(recorded))
             if recorded.outcome != message.outcome {
@@ -317,10 +319,7 @@ actor PostgresParticipant {
     /// (at start, and now and then for one whose PREPARE's answer was lost), and reports the
     /// prepared transactions that belong to no dtc participant: they are left alone.
     func adoptPreparedTransactions() async throws {
-        let gids = try await pool.withConnection { connection in
-            try await connection.query("SELECT gid FROM pg_prepared_xacts WHERE database = current_database()", logger: Logger(label: "dtc-pg"))
-                .get().rows.map { try $0.decode(String.self) }
-        }
+        let gids = try await preparedGIDs()
         var adopted = 0
         for text in gids {
             guard let gid = PreparedGID(text, participant: name) else {
@@ -333,13 +332,14 @@ actor PostgresParticipant {
     }
 
     private func adoptPrepared(_ txnID: TxnID) async throws -> PreparedBranch? {
-        let gids = try await pool.withConnection { connection in
-            try await connection.query("SELECT gid FROM pg_prepared_xacts WHERE database = current_database()", logger: Logger(label: "dtc-pg"))
-                .get().rows.map { try $0.decode(String.self) }
-        }
+        let gids = try await preparedGIDs()
         guard let gid = gids.lazy.compactMap({ PreparedGID($0, participant: self.name) }).first(where: { $0.txnID == txnID }) else { return nil }
         _ = adopt(gid, force: true)
         return prepared[txnID]
+    }
+
+    private func preparedGIDs() async throws -> [String] {
+        try await pool.withConnection { [logger] in try await PostgresLedger.preparedGIDs(on: $0, logger: logger) }
     }
 
     /// A prepared transaction found in PostgreSQL becomes a prepared branch whose outcome is

@@ -51,9 +51,7 @@ public enum ShopAccountsSQL {
     }
 
     public static func read(_ target: ClusterConfig.PostgresTarget, participant: String) async throws -> Snapshot {
-        let logger = Logger(label: "dtc.check")
-        let connection = try await connect(target, logger: logger)
-        do {
+        try await withConnection(target) { connection, logger in
             var snapshot = Snapshot()
             try await connection.run("BEGIN ISOLATION LEVEL REPEATABLE READ", logger: logger)
             for row in try await connection.run("SELECT user_id, cents FROM shop_balances", logger: logger).rows {
@@ -64,36 +62,37 @@ public enum ShopAccountsSQL {
                 let (order, user, cents) = try row.decode((String, String, Int64).self)
                 snapshot.debits[order] = (user, cents)
             }
-            for row in try await connection.run("SELECT gid FROM pg_prepared_xacts WHERE database = current_database()", logger: logger).rows {
-                if let gid = PreparedGID(try row.decode(String.self), participant: participant) { snapshot.prepared.append(gid.txnID.rawValue) }
-            }
+            snapshot.prepared = try await held(by: participant, on: connection, logger: logger)
             try await connection.run("COMMIT", logger: logger)
-            try await connection.close()
             return snapshot
-        } catch {
-            try? await connection.close()
-            throw error
         }
     }
 
     /// The txn IDs of the prepared transactions the database holds for `participant`.
     public static func preparedTxns(_ target: ClusterConfig.PostgresTarget, participant: String) async throws -> [String] {
+        try await withConnection(target) { connection, logger in try await held(by: participant, on: connection, logger: logger) }
+    }
+
+    private static func held(by participant: String, on connection: PostgresConnection, logger: Logger) async throws -> [String] {
+        try await PostgresLedger.preparedGIDs(on: connection, logger: logger).compactMap { PreparedGID($0, participant: participant)?.txnID.rawValue }
+    }
+
+    /// Runs `body` on a connection of its own, closed after (a connection must be closed before
+    /// it goes).
+    private static func withConnection<T>(
+        _ target: ClusterConfig.PostgresTarget, _ body: (PostgresConnection, Logger) async throws -> T
+    ) async throws -> T {
         let logger = Logger(label: "dtc.check")
-        let connection = try await connect(target, logger: logger)
+        let configuration = PostgresConnection.Configuration(
+            host: target.host, port: target.port, username: target.user, password: target.password, database: target.database, tls: .disable)
+        let connection = try await PostgresConnection.connect(configuration: configuration, id: 1, logger: logger)
         do {
-            let rows = try await connection.run("SELECT gid FROM pg_prepared_xacts WHERE database = current_database()", logger: logger).rows
-            let txns = try rows.compactMap { PreparedGID(try $0.decode(String.self), participant: participant)?.txnID.rawValue }
+            let result = try await body(connection, logger)
             try await connection.close()
-            return txns
+            return result
         } catch {
             try? await connection.close()
             throw error
         }
-    }
-
-    private static func connect(_ target: ClusterConfig.PostgresTarget, logger: Logger) async throws -> PostgresConnection {
-        let configuration = PostgresConnection.Configuration(
-            host: target.host, port: target.port, username: target.user, password: target.password, database: target.database, tls: .disable)
-        return try await PostgresConnection.connect(configuration: configuration, id: 1, logger: logger)
     }
 }
