@@ -99,7 +99,7 @@ class Bench:
     def load(self, concurrency, seconds, on_progress=None):
         """Runs `dtc load`; returns its JSON summary, the client's CPU seconds and its progress lines."""
         command = [os.path.join(self.bin, "dtc"), "load", "--config", self.config, "--duration", str(seconds),
-                   "--concurrency", str(concurrency), "--retry-for", "60", "--json"] + (["--submit-stream"] if self.args.submit_stream else [])
+                   "--concurrency", str(concurrency), "--retry-for", "60", "--json"] + (["--unary"] if self.args.unary else [])
         started = time.monotonic()
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         progress = []
@@ -191,7 +191,7 @@ class Bench:
 
     def run(self):
         report = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(),
-                  "commit": git_commit(self.root), "quick": self.args.quick, "submitStream": self.args.submit_stream}
+                  "commit": git_commit(self.root), "quick": self.args.quick, "submitStream": not self.args.unary}
         report["limits"] = self.limits()
         self.write_config()
         self.cluster("up")
@@ -200,7 +200,7 @@ class Bench:
             concurrencies = [64] if self.args.quick else self.args.concurrency
             seconds = 10 if self.args.quick else self.args.seconds
             report["points"] = [self.point(c, seconds) for c in concurrencies]
-            if not self.args.quick:
+            if not self.args.quick and self.args.failover_seconds > 0:
                 report["failover"] = self.failover(self.args.failover_seconds)
         finally:
             self.cluster("down")
@@ -315,9 +315,9 @@ def main():
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--concurrency", type=lambda s: [int(c) for c in s.split(",")], default=[16, 64, 256])
     parser.add_argument("--seconds", type=int, default=60)
-    parser.add_argument("--failover-seconds", type=int, default=30)
+    parser.add_argument("--failover-seconds", type=int, default=30, help="0: no failover run")
     parser.add_argument("--port-base", type=int, default=33100)
-    parser.add_argument("--submit-stream", action="store_true", help="dtc load sends on one SubmitStream per node")
+    parser.add_argument("--unary", action="store_true", help="dtc load sends a unary Submit per txn instead of using SubmitStream")
     Bench(parser.parse_args()).run()
 
 

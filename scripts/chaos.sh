@@ -7,11 +7,11 @@
 # in doubt, and runs the independent checker, `dtc verify`, over the history and every RM's
 # ledger and state. It prints a summary table and exits 1 on any violation.
 #
-#   scripts/chaos.sh [--duration SECONDS] [--seed S] [--concurrency C] [--submit-stream] [--keep]
+#   scripts/chaos.sh [--duration SECONDS] [--seed S] [--concurrency C] [--unary] [--keep]
 #
 # --duration is the fault phase (default 120 s); --seed fixes the nemesis schedule and the
 # orders (default: from the clock, printed); --keep leaves the run folder (history, logs) in
-# place. --submit-stream makes the clients send on SubmitStream (`dtc load --submit-stream`).
+# place. --unary makes the clients send unary Submits (`dtc load --unary`) instead of SubmitStream.
 # DTC_BUILD=debug|release picks the build (release by default).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -27,8 +27,8 @@ while [ $# -gt 0 ]; do
     --seed) SEED="$2"; shift 2 ;;
     --concurrency) CONCURRENCY="$2"; shift 2 ;;
     --keep) KEEP=1; shift ;;
-    --submit-stream) LOAD_MODE=(--submit-stream); shift ;;
-    *) die "usage: chaos.sh [--duration SECONDS] [--seed S] [--concurrency C] [--submit-stream] [--keep]" ;;
+    --unary) LOAD_MODE=(--unary); shift ;;
+    *) die "usage: chaos.sh [--duration SECONDS] [--seed S] [--concurrency C] [--unary] [--keep]" ;;
   esac
 done
 [[ "$DURATION" =~ ^[0-9]+$ ]] && [ "$DURATION" -ge 10 ] || die "--duration must be a whole number of seconds, at least 10"

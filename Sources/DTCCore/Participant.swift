@@ -291,7 +291,7 @@ public struct ParticipantMachine: Sendable {
         active[txnID]!.phase = .persistingPrepared(prepared, rollbackRequested: nil)
         var output = ParticipantOutput()
         output.recordsToPersist = [.prepared(prepared)]
-        if mutant == .yesBeforeDurable { output.replies = routes(&active[txnID]!.voteRoutes, .vote(VoteReply(txnID: txnID, vote: .yes))) }
+        if mutant == .yesBeforeDurable { output.replies = Self.routes(&active[txnID]!.voteRoutes, .vote(VoteReply(txnID: txnID, vote: .yes))) }
         return output
     }
 
@@ -327,7 +327,7 @@ public struct ParticipantMachine: Sendable {
             waitForAck(id, route)
             locks.withdraw(id)
             var output = releaseLocks(of: id, now: now)
-            output.replies += routes(&active[id]!.voteRoutes, .vote(VoteReply(txnID: id, vote: .no(reason: AbortReason(.refused, "rolled back before it was prepared")))))
+            output.replies += Self.routes(&active[id]!.voteRoutes, .vote(VoteReply(txnID: id, vote: .no(reason: AbortReason(.refused, "rolled back before it was prepared")))))
             output.merge(startApplying(id, .abort, nil, epoch: epoch, seen: seen))
             return output
         case (.applying, _), (.waitingForLocks, .commit), (.reading, .commit), (.persistingPrepared, .commit):
@@ -488,7 +488,7 @@ public struct ParticipantMachine: Sendable {
         active[txnID]!.phase = .prepared(prepared, since: now)
         watched.insert(txnID)
         var output = ParticipantOutput()
-        output.replies = routes(&active[txnID]!.voteRoutes, .vote(VoteReply(txnID: txnID, vote: .yes)))
+        output.replies = Self.routes(&active[txnID]!.voteRoutes, .vote(VoteReply(txnID: txnID, vote: .yes)))
         if let rollback {
             output.merge(startApplying(txnID, .abort, prepared, epoch: rollback, seen: txn.epoch))
         }
@@ -504,7 +504,7 @@ public struct ParticipantMachine: Sendable {
         if outcome == .commit { counters.committed += 1 } else { counters.aborted += 1 }
         var output = releaseLocks(of: txnID, now: now)
         var ackRoutes = txn.ackRoutes
-        output.replies += routes(&ackRoutes, .ack(AckReply(txnID: txnID, accepted: true, reason: "")))
+        output.replies += Self.routes(&ackRoutes, .ack(AckReply(txnID: txnID, accepted: true, reason: "")))
         active[txnID] = nil
         remember(txnID, FinishedTxn(abortReason: outcome == .commit ? nil : Self.rolledBack, epoch: txn.epoch))
         return output
@@ -552,7 +552,9 @@ public struct ParticipantMachine: Sendable {
     }
 
     /// The reply for every waiting route, which are then cleared.
-    private func routes(_ waiting: inout [ReplyRoute], _ reply: ParticipantReply) -> [RoutedReply] {
+    /// Static on purpose: a method of `self` given `&self.active[id]!.voteRoutes` makes Swift
+    /// copy `self` for the call, and then the write copies the whole `active` dictionary.
+    private static func routes(_ waiting: inout [ReplyRoute], _ reply: ParticipantReply) -> [RoutedReply] {
         defer { waiting = [] }
         return waiting.map { RoutedReply(route: $0, reply: reply) }
     }

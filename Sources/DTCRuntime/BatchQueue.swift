@@ -2,10 +2,14 @@ import Synchronization
 
 /// A queue whose single consumer takes everything queued at once. It is the batching point of
 /// a stream: while one message is being written, what arrives meanwhile gathers into the next.
+///
+/// An append only wakes the consumer; the consumer takes the items when it runs. Under load
+/// the woken consumer waits its turn for a thread, and what the producers add meanwhile goes
+/// into the same message (handing the waiter the items at wake-up sent one message per append).
 public final class BatchQueue<Element: Sendable>: Sendable {
     private struct State {
         var items: [Element] = []
-        var waiter: CheckedContinuation<[Element]?, Never>?
+        var waiter: CheckedContinuation<Void, Never>?
         var isClosed = false
     }
 
@@ -15,38 +19,59 @@ public final class BatchQueue<Element: Sendable>: Sendable {
 
     public func append(contentsOf items: [Element]) {
         guard !items.isEmpty else { return }
-        let (waiter, batch) = state.withLock { state -> (CheckedContinuation<[Element]?, Never>?, [Element]) in
-            guard !state.isClosed else { return (nil, []) }
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            guard !state.isClosed else { return nil }
             state.items += items
-            guard let waiter = state.waiter else { return (nil, []) }
-            state.waiter = nil
-            defer { state.items = [] }
-            return (waiter, state.items)
+            defer { state.waiter = nil }
+            return state.waiter
         }
-        waiter?.resume(returning: batch)
+        waiter?.resume()
     }
 
     /// Everything queued, waiting for at least one element; nil once closed or cancelled.
     public func next() async -> [Element]? {
+        while true {
+            switch take() {
+            case .items(let items): return items
+            case .finished: return nil
+            case .empty: await waitForItems()
+            }
+        }
+    }
+
+    private enum Taken {
+        case items([Element])
+        case finished
+        case empty
+    }
+
+    private func take() -> Taken {
+        state.withLock { state in
+            if !state.items.isEmpty {
+                defer { state.items = [] }
+                return .items(state.items)
+            }
+            return state.isClosed || Task.isCancelled ? .finished : .empty
+        }
+    }
+
+    /// Returns once something was appended, the queue closed or the task cancelled.
+    private func waitForItems() async {
         await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
-                let ready = state.withLock { state -> [Element]?? in
-                    if !state.items.isEmpty {
-                        defer { state.items = [] }
-                        return .some(state.items)
-                    }
-                    if state.isClosed || Task.isCancelled { return .some(nil) }
+                let ready = state.withLock { state -> Bool in
+                    if !state.items.isEmpty || state.isClosed || Task.isCancelled { return true }
                     precondition(state.waiter == nil, "BatchQueue has one consumer")
                     state.waiter = continuation
-                    return .none
+                    return false
                 }
-                if let ready { continuation.resume(returning: ready) }
+                if ready { continuation.resume() }
             }
         } onCancel: {
             state.withLock { state in
                 defer { state.waiter = nil }
                 return state.waiter
-            }?.resume(returning: nil)
+            }?.resume()
         }
     }
 
@@ -59,12 +84,12 @@ public final class BatchQueue<Element: Sendable>: Sendable {
         }
     }
 
-    /// Wakes the consumer with nil; later appends are dropped.
+    /// Wakes the consumer, which gets nil once the queue is empty; later appends are dropped.
     public func close() {
         state.withLock { state in
             state.isClosed = true
             defer { state.waiter = nil }
             return state.waiter
-        }?.resume(returning: nil)
+        }?.resume()
     }
 }

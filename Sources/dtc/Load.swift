@@ -123,8 +123,8 @@ struct Load: AsyncParsableCommand {
     @Option(help: "Stream the history to this file: one invoke line per attempt before it is sent, one ok/fail/unknown line after.")
     var history: String?
     @Flag(help: "Print the summary as one JSON object.") var json = false
-    @Flag(help: "Send the orders on one long-lived SubmitStream per node (many per message) instead of a unary Submit each.")
-    var submitStream = false
+    @Flag(help: "Send each order as a unary Submit (an HTTP/2 stream per txn) instead of on one long-lived SubmitStream per node, many per message.")
+    var unary = false
 
     func validate() throws {
         guard txns > 0 else { throw ValidationError("--txns must be positive") }
@@ -140,7 +140,7 @@ struct Load: AsyncParsableCommand {
         let runSeed = seed ?? UInt64(Date().timeIntervalSince1970 * 1_000)
         // Its messages are counted, for the benchmark's messages per txn.
         let connections = Connections(interceptors: { _ in [MessageCounter.shared.clientInterceptor] })
-        let router = Router(config: config, connections: connections, submitStreams: submitStream)
+        let router = Router(config: config, connections: connections, submitStreams: !unary)
         let stats = LoadStats()
         let historyWriter = try history.map(HistoryWriter.init)
         let started = ContinuousClock.now
