@@ -9,7 +9,7 @@ then a run that kills the leader of most partitions mid-load, as committed txn/s
 The machine's own limits (durable LMDB commits/s, gRPC stream messages/s) are measured in the
 same run. Writes REPORT.json and a self-contained report.html with SVG charts.
 """
-import argparse, html, json, os, platform, re, subprocess, sys, time
+import argparse, html, json, os, platform, re, shutil, subprocess, sys, time
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -30,6 +30,12 @@ class Bench:
     # --- the cluster -------------------------------------------------------------------
 
     def write_config(self):
+        # A fresh cluster every run: the data and logs of an earlier one go (and its processes,
+        # if it was left running).
+        if os.path.exists(os.path.join(self.run_dir, "run", "pids")):
+            subprocess.run([os.path.join(self.root, "scripts", "cluster.sh"), "--config", self.config, "down"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        shutil.rmtree(os.path.join(self.run_dir, "run"), ignore_errors=True)
         os.makedirs(self.run_dir, exist_ok=True)
         config = json.load(open(os.path.join(self.root, "cluster.json")))
         for i, process in enumerate(config["nodes"] + config["rms"]):

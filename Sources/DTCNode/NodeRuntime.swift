@@ -4,6 +4,7 @@ import DTCWire
 import Foundation
 import GRPCCore
 import Logging
+import Synchronization
 
 /// dtc-node's shell around `NodeMachine`: it turns gRPC calls, RM and peer streams, LMDB
 /// completions and the tick into events, and performs the actions the machine returns. It
@@ -28,6 +29,8 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
     /// Per leader: the newest replication stream from it, where this node's acks go.
     private var ackRoutes: [String: (stream: UInt64, acks: BatchQueue<Dtc_V1_AppendAck>)] = [:]
     private var streamsOpened: UInt64 = 0
+    /// The newest durable write not yet reported to the machine.
+    private nonisolated let durableReports = DurableReports()
     /// Peers with a heartbeat call in flight: one at a time each.
     private var heartbeating: Set<String> = []
     /// For the crash point "after-commit-local": appends carrying a COMMIT, sent to followers
@@ -191,10 +194,17 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
 
     private func persist(_ write: NodeWriteBatch) {
         let id = write.id
+        let reported = durableReports
         store.append(write.records, promises: write.promises) { result in
             if case .failure(let error) = result { fatalError("dtc-node: log append failed, stopping to recover: \(error)") }
-            Task { await self.durable(id) }
+            if reported.durable(id) { Task { await self.reportDurable() } }
         }
+    }
+
+    /// One step for every write a group commit made durable (writes are durable in order, and
+    /// the machine takes "durable up to id"): one batch of acks and releases, not one per write.
+    private func reportDurable() {
+        durable(durableReports.take())
     }
 
     private func send(_ message: PeerMessage, to peer: String, after write: UInt64?) {
@@ -370,5 +380,28 @@ extension PeerMessage {
     var isHeartbeatReply: Bool {
         if case .heartbeat(let heartbeat) = self { return heartbeat.isReply }
         return false
+    }
+}
+
+/// Durable writes (numbered in order) as the group committer reports them, for one step each
+/// round: the first report schedules a step; reports until it runs join it.
+final class DurableReports: Sendable {
+    private let state = Mutex<(newest: UInt64, isScheduled: Bool)>((0, false))
+
+    /// Records `id` as durable; true if the caller must schedule the step that takes it.
+    func durable(_ id: UInt64) -> Bool {
+        state.withLock { state in
+            state.newest = max(state.newest, id)
+            defer { state.isScheduled = true }
+            return !state.isScheduled
+        }
+    }
+
+    /// The newest durable write, for the scheduled step.
+    func take() -> UInt64 {
+        state.withLock { state in
+            state.isScheduled = false
+            return state.newest
+        }
     }
 }

@@ -2,6 +2,7 @@ import DTCCore
 import DTCRuntime
 import DTCWire
 import Logging
+import Synchronization
 
 /// The library's shell around the pure `ParticipantMachine`: runs the user's logic where the
 /// machine asks for a plan, persists what it asks (group commit) and reports it durable, and
@@ -14,6 +15,8 @@ actor ParticipantRuntime {
     private let store: ParticipantStore
     private let clock: ProcessClock
     private let logger: Logger
+    /// Records made durable and not yet reported to the machine.
+    private nonisolated let durableReports = DurableRecords()
     /// The open Exchange streams, by the route the machine knows them as.
     private var streams: [ReplyRoute: BatchQueue<ParticipantReply>] = [:]
     private var nextRoute: ReplyRoute = 0
@@ -128,14 +131,17 @@ actor ParticipantRuntime {
     }
 
     private func persist(_ records: [ParticipantRecord]) {
+        let reported = durableReports
         store.persist(records) { result in
             if case .failure(let error) = result { fatalError("\(self.name): persist failed, stopping to recover: \(error)") }
-            Task { await self.durable(records) }
+            if reported.durable(records) { Task { await self.reportDurable() } }
         }
     }
 
-    private func durable(_ records: [ParticipantRecord]) {
-        apply(machine.recordsDurable(records, now: clock.now()))
+    /// One round of the machine for everything a group commit made durable: the votes and acks
+    /// it frees go out together, not one message per persist.
+    private func reportDurable() {
+        apply(machine.recordsDurable(durableReports.take(), now: clock.now()))
     }
 
     /// The ledger answers for finished txns the machine no longer keeps in memory. A read that
@@ -156,6 +162,30 @@ actor ParticipantRuntime {
             guard let outcome = await inquire(prepared) else { return }
             logger.info("\(name): resolved \(prepared.txnID) with the coordinator: \(outcome.rawValue)")
             self.resolved(DecisionMessage(txnID: prepared.txnID, outcome: outcome, sender: prepared.sender))
+        }
+    }
+}
+
+/// Durable records, in the order the group committer reports them, for one round of the
+/// machine: the first report schedules the round; reports until it runs join it.
+final class DurableRecords: Sendable {
+    private let state = Mutex<(records: [ParticipantRecord], isScheduled: Bool)>(([], false))
+
+    /// Adds `records`; true if the caller must schedule the round that takes them.
+    func durable(_ records: [ParticipantRecord]) -> Bool {
+        state.withLock { state in
+            state.records += records
+            defer { state.isScheduled = true }
+            return !state.isScheduled
+        }
+    }
+
+    /// Everything reported since the last round, in order.
+    func take() -> [ParticipantRecord] {
+        state.withLock { state in
+            state.isScheduled = false
+            defer { state.records = [] }
+            return state.records
         }
     }
 }
