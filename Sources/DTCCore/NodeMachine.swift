@@ -140,6 +140,7 @@ public struct NodeMachine: Sendable {
         switch event {
         case .tick: tick(log: log)
         case .submit(let txnID, let branches, let requester): submit(txnID, branches, requester)
+        case .submits(let submits): for item in submits { submit(item.txnID, item.branches, item.requester) }
         case .resolve(let txnID, let partition, let requester): resolve(txnID, partition: partition, requester)
         case .query(let txnID, let requester): query(txnID, requester)
         case .votes(let votes, let rm): votesReceived(votes, from: rm)
@@ -325,6 +326,15 @@ public struct NodeMachine: Sendable {
     }
 
     private mutating func write(_ items: [NodeWrite], then follow: AfterDurable?) {
+        // A step's own appends go in one write: they join the step's last write if it holds
+        // appends too (durable together is durable no later).
+        if case .ownTickets(let tickets)? = follow, out.writes.last?.id == nextWriteID, let last = afterDurable.last, last.write == nextWriteID,
+            case .ownTickets(let earlier) = last.then
+        {
+            out.writes[out.writes.count - 1].items += items
+            afterDurable[afterDurable.count - 1].then = .ownTickets(earlier + tickets)
+            return
+        }
         nextWriteID += 1
         out.writes.append(NodeWriteBatch(id: nextWriteID, items: items))
         if let follow { afterDurable.append((nextWriteID, follow)) }
@@ -424,6 +434,16 @@ public struct NodeMachine: Sendable {
     private mutating func sendAppends(_ appends: [PartitionAppend], to follower: String) {
         guard let (session, sequence) = sessions[follower] else {
             return openSession(to: follower, because: "first append")  // the catch-up carries these records too
+        }
+        // A step's appends to a follower travel as one message: they join the step's message to
+        // it when nothing else went to it since (never a catch-up: every append in one lists
+        // its partition's whole state).
+        if let index = out.peerMessages.lastIndex(where: { $0.to == follower }), case .append(var message) = out.peerMessages[index].message,
+            message.session == session, !message.isCatchUp, message.sequence + 1 == sequence
+        {
+            message.appends += appends
+            out.peerMessages[index].message = .append(message)
+            return
         }
         sessions[follower]!.next += 1
         out.peerMessages.append((follower, .append(AppendMessage(session: session, sequence: sequence, appends: appends))))

@@ -199,6 +199,9 @@ public struct NodeActions: Sendable {
 public enum NodeEvent: Sendable {
     case tick
     case submit(TxnID, [Branch], from: Requester)
+    /// Many submits at once (a client's batch): one step, so their STARTs share a write and a
+    /// message to each follower.
+    case submits([Submit])
     /// A participant (or an operator) asks for the outcome of a txn of `partition`.
     case resolve(TxnID, partition: UInt32, from: Requester)
     /// A txn's state, answered once everything appended so far is on a quorum.
@@ -210,6 +213,19 @@ public enum NodeEvent: Sendable {
     case peer(PeerMessage, from: String)
     /// Write `id` (and every write before it) is durable.
     case durable(UInt64)
+}
+
+/// One submit of a batch (`NodeEvent.submits`).
+public struct Submit: Sendable {
+    public var txnID: TxnID
+    public var branches: [Branch]
+    public var requester: Requester
+
+    public init(_ txnID: TxnID, _ branches: [Branch], from requester: Requester) {
+        self.txnID = txnID
+        self.branches = branches
+        self.requester = requester
+    }
 }
 
 /// A node's timing, in milliseconds of its own clock.

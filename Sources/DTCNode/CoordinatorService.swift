@@ -2,6 +2,7 @@ import DTCCore
 import DTCRuntime
 import DTCWire
 import GRPCCore
+import Synchronization
 
 /// The coordinator's gRPC API. It validates every request before the core sees it: bad input
 /// gets INVALID_ARGUMENT naming the field, and nothing is logged or prepared.
@@ -16,8 +17,9 @@ struct CoordinatorService: Dtc_V1_Coordinator.SimpleServiceProtocol {
         return try answer(txnID, await runtime.submit(txnID, branches: branches))
     }
 
-    /// Each submit of the stream runs as a unary Submit would, at once; its answer joins the
-    /// others ready at the time in the next message back.
+    /// Each submit of the stream is answered as a unary Submit would be; the valid ones of a
+    /// message go to the node in one step (their STARTs share a write and a message to each
+    /// follower), and each answer joins the others ready at the time in the next message back.
     func submitStream(
         request: RPCAsyncSequence<Dtc_V1_SubmitBatch, any Error>, response: RPCWriter<Dtc_V1_SubmitAnswers>, context: ServerContext
     ) async throws {
@@ -26,27 +28,41 @@ struct CoordinatorService: Dtc_V1_Coordinator.SimpleServiceProtocol {
             writers.addTask {
                 while let batch = await answers.next() { try await response.write(.with { $0.answers = batch }) }
             }
-            try await withThrowingDiscardingTaskGroup { submits in
-                for try await batch in request {
-                    for submit in batch.submits {
-                        submits.addTask { answers.append(contentsOf: [await self.answer(submit, context: context)]) }
+            let pending = PendingAnswers()
+            for try await batch in request {
+                var accepted: [(id: UInt64, txnID: TxnID, branches: [Branch])] = []
+                for submit in batch.submits {
+                    do {
+                        let (txnID, branches) = try validated(submit.request)
+                        accepted.append((submit.id, txnID, branches))
+                    } catch {
+                        answers.append(contentsOf: [Self.failure(error, id: submit.id)])
                     }
                 }
+                guard !accepted.isEmpty else { continue }
+                pending.add(accepted.count)
+                let submitted = accepted
+                await runtime.submit(batch: submitted.map { ($0.txnID, $0.branches) }) { index, answer in
+                    let (id, txnID, _) = submitted[index]
+                    do {
+                        let response = try self.answer(txnID, answer)
+                        answers.append(contentsOf: [.with { $0.id = id; $0.response = response }])
+                    } catch {
+                        answers.append(contentsOf: [Self.failure(error, id: id)])
+                    }
+                    pending.done()
+                }
             }
+            // The client closed its side: answer what is in flight, then end the stream.
+            await pending.allDone()
             answers.close()
             try await writers.waitForAll()
         }
     }
 
-    private func answer(_ submit: Dtc_V1_NumberedSubmit, context: ServerContext) async -> Dtc_V1_SubmitAnswer {
-        do {
-            let answer = try await self.submit(request: submit.request, context: context)
-            return .with { $0.id = submit.id; $0.response = answer }
-        } catch let error as RPCError {
-            return .with { $0.id = submit.id; $0.errorCode = Int32(error.code.rawValue); $0.errorMessage = error.message }
-        } catch {
-            return .with { $0.id = submit.id; $0.errorCode = Int32(RPCError.Code.internalError.rawValue); $0.errorMessage = "\(error)" }
-        }
+    private static func failure(_ error: any Error, id: UInt64) -> Dtc_V1_SubmitAnswer {
+        let rpc = error as? RPCError ?? RPCError(code: .internalError, message: "\(error)")
+        return .with { $0.id = id; $0.errorCode = Int32(rpc.code.rawValue); $0.errorMessage = rpc.message }
     }
 
     func getTxn(request: Dtc_V1_GetTxnRequest, context: ServerContext) async throws -> Dtc_V1_GetTxnResponse {
@@ -149,6 +165,36 @@ struct CoordinatorService: Dtc_V1_Coordinator.SimpleServiceProtocol {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Submits of a stream handed to the node and not answered yet, so the stream ends only once
+/// each has its answer.
+final class PendingAnswers: Sendable {
+    private let state = Mutex<(count: Int, waiter: CheckedContinuation<Void, Never>?)>((0, nil))
+
+    func add(_ count: Int) {
+        state.withLock { $0.count += count }
+    }
+
+    func done() {
+        state.withLock { state -> CheckedContinuation<Void, Never>? in
+            state.count -= 1
+            guard state.count == 0 else { return nil }
+            defer { state.waiter = nil }
+            return state.waiter
+        }?.resume()
+    }
+
+    func allDone() async {
+        await withCheckedContinuation { continuation in
+            let isDone = state.withLock { state -> Bool in
+                if state.count == 0 { return true }
+                state.waiter = continuation
+                return false
+            }
+            if isDone { continuation.resume() }
         }
     }
 }

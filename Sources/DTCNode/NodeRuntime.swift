@@ -23,7 +23,7 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
     private let logger: Logger
     private var nextRequester: UInt64 = 0
     /// Callers waiting for the machine's answer (Submit, Resolve, GetTxn).
-    private var requesters: [Requester: CheckedContinuation<NodeAnswer, Never>] = [:]
+    private var requesters: [Requester: @Sendable (NodeAnswer) -> Void] = [:]
     /// Fence calls waiting for this node's answer, per candidate and attempt.
     private var fenceCalls: [FenceCall: CheckedContinuation<FenceAnswer?, Never>] = [:]
     /// Per leader: the newest replication stream from it, where this node's acks go.
@@ -78,6 +78,19 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
         await ask { .submit(txnID, branches, from: $0) }
     }
 
+    /// Many submits in one step (a SubmitStream batch): their STARTs share a write and a message
+    /// to each follower. Each answer goes to `deliver` with the submit's index as it comes.
+    func submit(batch: [(TxnID, [Branch])], deliver: @escaping @Sendable (Int, NodeAnswer) -> Void) {
+        var submits: [Submit] = []
+        for (index, (txnID, branches)) in batch.enumerated() {
+            nextRequester += 1
+            let requester = Requester(nextRequester)
+            requesters[requester] = { deliver(index, $0) }
+            submits.append(Submit(txnID, branches, from: requester))
+        }
+        step(.submits(submits))
+    }
+
     func resolve(_ txnID: TxnID, partition: UInt32) async -> NodeAnswer {
         await ask { .resolve(txnID, partition: partition, from: $0) }
     }
@@ -90,7 +103,7 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
         nextRequester += 1
         let requester = Requester(nextRequester)
         return await withCheckedContinuation { continuation in
-            requesters[requester] = continuation
+            requesters[requester] = { continuation.resume(returning: $0) }
             step(event(requester))
         }
     }
@@ -189,7 +202,7 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
         for peer in actions.restartStreams { peerLinks[peer]?.restart() }
         for (peer, message) in actions.peerMessages { send(message, to: peer, after: actions.writes.last?.id) }
         sendToRMs(actions.rmMessages)
-        for (requester, answer) in actions.answers { requesters.removeValue(forKey: requester)?.resume(returning: answer) }
+        for (requester, answer) in actions.answers { requesters.removeValue(forKey: requester)?(answer) }
     }
 
     private func persist(_ write: NodeWriteBatch) {

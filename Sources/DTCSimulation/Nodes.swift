@@ -44,7 +44,7 @@ extension Simulation {
     // MARK: - Messages in
 
     func nodeReceivesSubmit(_ txnID: TxnID, _ branches: [Branch], client: Int, node index: Int) {
-        step(.submit(txnID, branches, from: requester(.client(client), txnID, at: index)), node: index)
+        step(.submits([Submit(txnID, branches, from: requester(.client(client), txnID, at: index))]), node: index)
     }
 
     func nodeReceivesVote(_ txnID: TxnID, _ vote: Vote, rm: Int, node index: Int) {

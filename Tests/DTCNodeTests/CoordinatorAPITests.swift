@@ -62,10 +62,13 @@ struct LiveNode {
 
     private static let instances = Atomic<Int>(0)
 
+    /// The test's connections close first: a server cancelled while a client's connection is
+    /// open can trap in NIO when that connection then ends ("Deinited NIOAsyncWriter without
+    /// calling finish()", apple/swift-nio#3481).
     func stop() async {
+        await connections.close()
         task.cancel()
         _ = await task.result
-        await connections.close()
         try? FileManager.default.removeItem(atPath: directory)
     }
 
