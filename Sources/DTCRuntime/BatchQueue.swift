@@ -34,7 +34,11 @@ public final class BatchQueue<Element: Sendable>: Sendable {
             switch take() {
             case .items(let items): return items
             case .finished: return nil
-            case .empty: await waitForItems()
+            case .empty:
+                await waitForItems()
+                // A consumer cancelled while it waited takes nothing: what was appended
+                // meanwhile is for the next one (a restarted stream's catch-up).
+                if Task.isCancelled { return nil }
             }
         }
     }
