@@ -62,7 +62,7 @@ public struct NodeMachine: Sendable {
     private var lastAckAt: [String: UInt64] = [:]
     /// Per follower, how long it may stay silent before a new session: `silentFollowerMs`,
     /// doubled (up to `silenceAllowedMax`) after every session that silence opened, back to
-    /// the base at its next accepted ack. A follower slower than the base (a big catch-up after
+    /// the base once it is no longer behind. A follower slower than the base (a big catch-up after
     /// a restart) would otherwise get a new session, and lose the one it was working on, for
     /// ever.
     private var silenceAllowed: [String: UInt64] = [:]
@@ -133,8 +133,11 @@ public struct NodeMachine: Sendable {
 
     public var peers: [String] { membership.peers }
 
-    /// Handles one event at `now` (this node's clock, in ms); `log` reads the node's durable rows.
-    public mutating func step(_ event: NodeEvent, now time: UInt64, log: (UInt32) -> [TxnRow]) -> NodeActions {
+    /// Handles one event at `now` (this node's clock, in ms); `log` reads the node's durable rows
+    /// and `txnIDs`, if given, which txns of a partition have one (cheaper than reading them).
+    public mutating func step(
+        _ event: NodeEvent, now time: UInt64, txnIDs: ((UInt32) -> [TxnID])? = nil, log: (UInt32) -> [TxnRow]
+    ) -> NodeActions {
         now = max(now, time)
         out = NodeActions()
         switch event {
@@ -146,7 +149,12 @@ public struct NodeMachine: Sendable {
         case .votes(let votes, let rm): votesReceived(votes, from: rm)
         case .acks(let acks, let rm): acksReceived(acks, from: rm)
         case .rmStreamBroken(let rm, let reason): rmStreamBroken(rm, reason: reason)
-        case .peer(let message, let peer): receive(message, from: peer, log: log)
+        case .peer(let message, let peer):
+            if let txnIDs {
+                receive(message, from: peer, log: log, txnIDs: txnIDs)
+            } else {
+                receive(message, from: peer, log: log) { partition in log(partition).map(\.txnID) }
+            }
         case .durable(let id): durable(id, log: log)
         }
         defer { out = NodeActions() }
@@ -480,7 +488,10 @@ public struct NodeMachine: Sendable {
         for follower in peers {
             let isBehind = replication.values.contains { $0.members.contains(follower) && $0.isBehind(follower) }
             guard isBehind, membership.isAlive(follower) else {
-                if !isBehind { lastAckAt[follower] = now }
+                if !isBehind {
+                    lastAckAt[follower] = now
+                    silenceAllowed[follower] = nil
+                }
                 continue
             }
             let since = lastAckAt[follower] ?? now
@@ -498,8 +509,11 @@ public struct NodeMachine: Sendable {
             case .gap:
                 if sessions[follower]?.session == ack.session { openSession(to: follower, because: "it missed a message") }
             case .accepted:
+                // The allowance goes back to the base only once the follower has caught up:
+                // one that acks a catch-up and is then silent again working through what
+                // queued behind it is busy, not lost, and another catch-up (which may take
+                // it longer still) would only keep it behind for ever.
                 lastAckAt[follower] = now
-                silenceAllowed[follower] = nil
                 acknowledged(ack.partition, ack.ticket, by: follower)
             case .refused(let promised):
                 if let mine = coordinator.epochs[ack.partition], promised > mine {
@@ -513,7 +527,7 @@ public struct NodeMachine: Sendable {
 
     /// A follower takes a session's messages in order only; a gap or a refusal breaks the
     /// session, since its later acks would otherwise claim records it never stored.
-    private mutating func appendReceived(_ message: AppendMessage, from leader: String, log: (UInt32) -> [TxnRow]) {
+    private mutating func appendReceived(_ message: AppendMessage, from leader: String, txnIDs: (UInt32) -> [TxnID]) {
         let followed = following[leader]
         // Sessions only move forward: a late message of an older session must not bring back
         // rows that were trimmed since.
@@ -544,7 +558,7 @@ public struct NodeMachine: Sendable {
                 membership.learn(append.partition, leader: leader, epoch: append.epoch)
                 writes += append.records.map { .record(PartitionRecord(partition: append.partition, record: $0)) }
                 if message.isCatchUp {
-                    writes += staleRows(append, log: log).map { .record(PartitionRecord(partition: append.partition, record: .trim(txnID: $0))) }
+                    writes += staleRows(append, txnIDs: txnIDs).map { .record(PartitionRecord(partition: append.partition, record: .trim(txnID: $0))) }
                 }
                 accepted.append(AppendAck(session: message.session, partition: append.partition, ticket: append.ticket, kind: .accepted))
             }
@@ -566,17 +580,17 @@ public struct NodeMachine: Sendable {
     /// here that it does not list belongs to a txn the leader never heard of (so no decision
     /// of it was made: presumed abort) or one trimmed since every member held its END: either
     /// way the row goes, lest it outlive the others' and mislead a later takeover.
-    private func staleRows(_ catchUp: PartitionAppend, log: (UInt32) -> [TxnRow]) -> [TxnID] {
+    private func staleRows(_ catchUp: PartitionAppend, txnIDs: (UInt32) -> [TxnID]) -> [TxnID] {
         let listed = Set(catchUp.records.map(\.txnID))
-        return log(catchUp.partition).map(\.txnID).filter { !listed.contains($0) }
+        return txnIDs(catchUp.partition).filter { !listed.contains($0) }
     }
 
     // MARK: - Peers
 
-    private mutating func receive(_ message: PeerMessage, from peer: String, log: (UInt32) -> [TxnRow]) {
+    private mutating func receive(_ message: PeerMessage, from peer: String, log: (UInt32) -> [TxnRow], txnIDs: (UInt32) -> [TxnID]) {
         guard peers.contains(peer) else { return }
         switch message {
-        case .append(let append): appendReceived(append, from: peer, log: log)
+        case .append(let append): appendReceived(append, from: peer, txnIDs: txnIDs)
         case .appendAcks(let acks): appendAcksReceived(acks, from: peer)
         case .heartbeat(let heartbeat): heartbeatReceived(heartbeat, from: peer)
         case .fence(let request): fenceRequested(request, by: peer)

@@ -115,7 +115,7 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
     }
 
     func votesReceived(_ votes: [(TxnID, Vote)], from rm: String) {
-        let actions = machine.step(.votes(votes, from: rm), now: clock.now(), log: readRows)
+        let actions = machine.step(.votes(votes, from: rm), now: clock.now(), txnIDs: readTxnIDs, log: readRows)
         if actions.writes.contains(where: { $0.records.contains(where: \.isCommit) }) { CrashPoints.shared.reached(.afterVotes) }
         perform(actions)
     }
@@ -150,7 +150,7 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
     }
 
     func heartbeatReceived(_ request: Dtc_V1_HeartbeatRequest) -> Dtc_V1_HeartbeatResponse {
-        var actions = machine.step(.peer(.heartbeat(request.heartbeat), from: request.node), now: clock.now(), log: readRows)
+        var actions = machine.step(.peer(.heartbeat(request.heartbeat), from: request.node), now: clock.now(), txnIDs: readTxnIDs, log: readRows)
         var reply = Heartbeat(leads: machine.coordinator.epochs, promised: machine.promises.promised, isReady: machine.membership.isReady, isReply: true)
         if let index = actions.peerMessages.firstIndex(where: { $0.to == request.node && $0.message.isHeartbeatReply }) {
             if case .heartbeat(let answer) = actions.peerMessages.remove(at: index).message { reply = answer }
@@ -183,11 +183,19 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
     // MARK: - The machine
 
     private func step(_ event: NodeEvent) {
-        perform(machine.step(event, now: clock.now(), log: readRows))
+        perform(machine.step(event, now: clock.now(), txnIDs: readTxnIDs, log: readRows))
     }
 
     /// The node's durable rows of a partition. A read that fails stops the node: answering a
     /// fence or taking over with rows missing could undo a decision.
+    private nonisolated func readTxnIDs(_ partition: UInt32) -> [TxnID] {
+        do {
+            return try store.txnIDs(of: partition)
+        } catch {
+            fatalError("dtc-node: reading the row keys of partition \(partition) failed, stopping: \(error)")
+        }
+    }
+
     private nonisolated func readRows(_ partition: UInt32) -> [TxnRow] {
         do {
             return try store.rows(of: partition)

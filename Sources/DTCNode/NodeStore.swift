@@ -37,6 +37,11 @@ final class NodeStore: Sendable {
         try await rows.update([], meta: epochs.map { (Self.promiseKey($0.key), encodeEpoch($0.value)) })
     }
 
+    /// The txns of `partition` that have a row, rows unread.
+    func txnIDs(of partition: UInt32) throws -> [TxnID] {
+        try rows.keys(partition: partition).map { TxnID(String(decoding: $0, as: UTF8.self)) }
+    }
+
     func rows(of partition: UInt32) throws -> [TxnRow] {
         try rows.rows(partition: partition).map { try TxnRow(decoding: $0.value) }
     }

@@ -63,6 +63,13 @@ public final class RowStore: @unchecked Sendable {
         return try environment.read { try $0.scan(rowsDatabase, prefix: prefix) }.map { (Array($0.key.dropFirst(4)), $0.value) }
     }
 
+    /// The keys of `partition`'s rows, in order, values unread: for callers that need to know
+    /// which rows exist, not what they hold.
+    public func keys(partition: UInt32) throws -> [[UInt8]] {
+        let prefix = Self.bytes(partition)
+        return try environment.read { try $0.keys(rowsDatabase, prefix: prefix) }.map { Array($0.dropFirst(4)) }
+    }
+
     public func rowCount() throws -> Int {
         try environment.read { try $0.count(rowsDatabase) }
     }

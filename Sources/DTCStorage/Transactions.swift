@@ -46,6 +46,19 @@ public class ReadTransaction {
         return result
     }
 
+    /// The keys starting with `prefix`, in order, without reading (or checking) their values.
+    public func keys(_ db: Database, prefix: [UInt8]) throws -> [[UInt8]] {
+        var result: [[UInt8]] = []
+        try withCursor(db) { cursor in
+            var entry = try cursor.first(atOrAfter: prefix)
+            while let current = entry, current.key.starts(with: prefix) {
+                result.append(current.key)
+                entry = try cursor.next()
+            }
+        }
+        return result
+    }
+
     public func count(_ db: Database) throws -> Int {
         var stat = MDB_stat()
         try check(mdb_stat(handle, db.handle, &stat), "mdb_stat(\(db.name))")
