@@ -319,7 +319,7 @@ def main():
     parser.add_argument("--bin", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--concurrency", type=lambda s: [int(c) for c in s.split(",")], default=[16, 64, 256])
+    parser.add_argument("--concurrency", type=lambda s: [int(c) for c in s.split(",")], default=[1, 16, 64, 256])
     parser.add_argument("--seconds", type=int, default=60)
     parser.add_argument("--failover-seconds", type=int, default=30, help="0: no failover run")
     parser.add_argument("--port-base", type=int, default=33100)

@@ -7,12 +7,12 @@
 # with kill -9 mid-load. Writes bench/REPORT.json and a self-contained bench/report.html (SVG
 # charts). Figures from a busy machine mean little: run it on a quiet one.
 #
-#   scripts/bench.sh [--quick] [--concurrency 16,64,256] [--seconds 60] [--failover-seconds 30 (0: none)] [--unary]
+#   scripts/bench.sh [--quick] [--concurrency 1,16,64,256] [--seconds 60] [--failover-seconds 30 (0: none)] [--unary]
 #
 # --unary makes `dtc load` send a unary Submit per order instead of using one SubmitStream per node.
 #
 # --quick runs one 10 s point at concurrency 64 and no failover (a smoke check). The full run
-# takes about 6 minutes after the build.
+# takes about 7 minutes after the build (concurrency 1 measures latency when nothing batches).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
