@@ -115,6 +115,9 @@ expect_error fault partition n1 --from n2 --direction sideways
 
 say "a process started without --allow-fault-injection refuses"
 DTC_FAULT_INJECTION=0 cluster restart accounts
+# The port can take a moment to answer calls after it listens (one CI run's first call was
+# refused a connection): wait, bounded, until `fault show` hears from it ("disabled", not "down").
+for _ in $(seq 1 50); do [ "$(shown accounts 2)" = disabled ] && break; sleep 0.2; done
 EXPECT=1 expect_error fault set accounts --drop 0.1
 case "$OUT" in *failedPrecondition*"without --allow-fault-injection"*) ;; *) die "the refusal is not failedPrecondition naming the flag: $OUT" ;; esac
 [ "$(shown accounts 2)" = disabled ] || die "fault show does not say accounts is disabled: $(fault show)"
