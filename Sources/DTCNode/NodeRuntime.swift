@@ -4,7 +4,6 @@ import DTCWire
 import Foundation
 import GRPCCore
 import Logging
-import Synchronization
 
 /// dtc-node's shell around `NodeMachine`: it turns gRPC calls, RM and peer streams, LMDB
 /// completions and the tick into events, and performs the actions the machine returns. It
@@ -30,7 +29,7 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
     private var ackRoutes: [String: (stream: UInt64, acks: BatchQueue<Dtc_V1_AppendAck>)] = [:]
     private var streamsOpened: UInt64 = 0
     /// The newest durable write not yet reported to the machine.
-    private nonisolated let durableReports = DurableReports()
+    private nonisolated let durableReports = CompletionBatch<UInt64>(empty: 0)
     /// Peers with a heartbeat call in flight: one at a time each.
     private var heartbeating: Set<String> = []
     /// For the crash point "after-commit-local": appends carrying a COMMIT, sent to followers
@@ -83,10 +82,7 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
     func submit(batch: [(TxnID, [Branch])], deliver: @escaping @Sendable (Int, NodeAnswer) -> Void) {
         var submits: [Submit] = []
         for (index, (txnID, branches)) in batch.enumerated() {
-            nextRequester += 1
-            let requester = Requester(nextRequester)
-            requesters[requester] = { deliver(index, $0) }
-            submits.append(Submit(txnID, branches, from: requester))
+            submits.append(Submit(txnID, branches, from: requester { deliver(index, $0) }))
         }
         step(.submits(submits))
     }
@@ -99,11 +95,17 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
         await ask { .query(txnID, from: $0) }
     }
 
-    private func ask(_ event: (Requester) -> NodeEvent) async -> NodeAnswer {
+    /// A new requester whose answer goes to `deliver`.
+    private func requester(_ deliver: @escaping @Sendable (NodeAnswer) -> Void) -> Requester {
         nextRequester += 1
         let requester = Requester(nextRequester)
-        return await withCheckedContinuation { continuation in
-            requesters[requester] = { continuation.resume(returning: $0) }
+        requesters[requester] = deliver
+        return requester
+    }
+
+    private func ask(_ event: (Requester) -> NodeEvent) async -> NodeAnswer {
+        await withCheckedContinuation { continuation in
+            let requester = requester { continuation.resume(returning: $0) }
             step(event(requester))
         }
     }
@@ -218,7 +220,7 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
         let reported = durableReports
         store.append(write.records, promises: write.promises) { result in
             if case .failure(let error) = result { fatalError("dtc-node: log append failed, stopping to recover: \(error)") }
-            if reported.durable(id) { Task { await self.reportDurable() } }
+            if reported.add({ $0 = max($0, id) }) { Task { await self.reportDurable() } }
         }
     }
 
@@ -401,28 +403,5 @@ extension PeerMessage {
     var isHeartbeatReply: Bool {
         if case .heartbeat(let heartbeat) = self { return heartbeat.isReply }
         return false
-    }
-}
-
-/// Durable writes (numbered in order) as the group committer reports them, for one step each
-/// round: the first report schedules a step; reports until it runs join it.
-final class DurableReports: Sendable {
-    private let state = Mutex<(newest: UInt64, isScheduled: Bool)>((0, false))
-
-    /// Records `id` as durable; true if the caller must schedule the step that takes it.
-    func durable(_ id: UInt64) -> Bool {
-        state.withLock { state in
-            state.newest = max(state.newest, id)
-            defer { state.isScheduled = true }
-            return !state.isScheduled
-        }
-    }
-
-    /// The newest durable write, for the scheduled step.
-    func take() -> UInt64 {
-        state.withLock { state in
-            state.isScheduled = false
-            return state.newest
-        }
     }
 }

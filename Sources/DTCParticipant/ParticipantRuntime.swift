@@ -2,7 +2,6 @@ import DTCCore
 import DTCRuntime
 import DTCWire
 import Logging
-import Synchronization
 
 /// The library's shell around the pure `ParticipantMachine`: runs the user's logic where the
 /// machine asks for a plan, persists what it asks (group commit) and reports it durable, and
@@ -16,7 +15,7 @@ actor ParticipantRuntime {
     private let clock: ProcessClock
     private let logger: Logger
     /// Records made durable and not yet reported to the machine.
-    private nonisolated let durableReports = DurableRecords()
+    private nonisolated let durableReports = CompletionBatch<[ParticipantRecord]>(empty: [])
     /// The open Exchange streams, by the route the machine knows them as.
     private var streams: [ReplyRoute: BatchQueue<ParticipantReply>] = [:]
     private var nextRoute: ReplyRoute = 0
@@ -134,7 +133,7 @@ actor ParticipantRuntime {
         let reported = durableReports
         store.persist(records) { result in
             if case .failure(let error) = result { fatalError("\(self.name): persist failed, stopping to recover: \(error)") }
-            if reported.durable(records) { Task { await self.reportDurable() } }
+            if reported.add({ $0 += records }) { Task { await self.reportDurable() } }
         }
     }
 
@@ -162,30 +161,6 @@ actor ParticipantRuntime {
             guard let outcome = await inquire(prepared) else { return }
             logger.info("\(name): resolved \(prepared.txnID) with the coordinator: \(outcome.rawValue)")
             self.resolved(DecisionMessage(txnID: prepared.txnID, outcome: outcome, sender: prepared.sender))
-        }
-    }
-}
-
-/// Durable records, in the order the group committer reports them, for one round of the
-/// machine: the first report schedules the round; reports until it runs join it.
-final class DurableRecords: Sendable {
-    private let state = Mutex<(records: [ParticipantRecord], isScheduled: Bool)>(([], false))
-
-    /// Adds `records`; true if the caller must schedule the round that takes them.
-    func durable(_ records: [ParticipantRecord]) -> Bool {
-        state.withLock { state in
-            state.records += records
-            defer { state.isScheduled = true }
-            return !state.isScheduled
-        }
-    }
-
-    /// Everything reported since the last round, in order.
-    func take() -> [ParticipantRecord] {
-        state.withLock { state in
-            state.isScheduled = false
-            defer { state.records = [] }
-            return state.records
         }
     }
 }
