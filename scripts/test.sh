@@ -7,11 +7,27 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
+# A crash of the test process prints every thread's backtrace, and CI keeps only the end of
+# the output: repeat what says which test failed and where the process crashed, last.
+summarize_unit_failure() {
+    local log="$1"
+    say "failed tests:"
+    grep -E '^✘ Test .*(failed|recorded an issue)' "$log" | head -20 >&2 || true
+    grep -E 'Fatal error|Program crashed|Precondition failed|Assertion failed' "$log" | head -5 >&2 || true
+    say "the crashed thread, if any:"
+    awk '/^Thread [0-9]+ .*crashed:/ {show = 1; n = 0} show && n < 30 {print; n++}' "$log" >&2 || true
+}
+
 ensure_prerequisites
 say "swift build (debug)"
 swift build --build-tests >&2
 say "swift test"
-swift test --skip-build || die "swift test failed"
+mkdir -p "$ROOT/run"
+unit_log="$ROOT/run/swift-test.log"
+if ! swift test --skip-build 2>&1 | tee "$unit_log"; then
+    summarize_unit_failure "$unit_log"
+    die "swift test failed (whole output: $unit_log)"
+fi
 say "cluster test"
 DTC_BUILD=debug "$ROOT/scripts/cluster-test.sh"
 say "failover tests"
