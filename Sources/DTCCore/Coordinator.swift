@@ -274,12 +274,17 @@ public struct Coordinator: Sendable {
     /// of its replica group. Every decision is appended again at the new epoch (so this
     /// epoch's quorum holds it) and driven to the RMs; every started txn without a decision is
     /// aborted. Only then may the partition serve (DESIGN.md, "Failover").
-    public mutating func takeOver(partition: UInt32, epoch: Epoch, rows: [TxnRow], now: UInt64) -> CoordinatorOutput {
+    ///
+    /// `settledEnds` are txns whose END every member that promised the epoch holds: they are
+    /// remembered, not appended again (the caller sees that a member that did not promise
+    /// gets their END before they are trimmed). Any other ENDed txn's decision and END are
+    /// appended at this epoch.
+    public mutating func takeOver(partition: UInt32, epoch: Epoch, rows: [TxnRow], settledEnds: Set<TxnID> = [], now: UInt64) -> CoordinatorOutput {
         precondition(!leads(partition), "\(node) takes over partition \(partition), which it already leads")
         epochs[partition] = epoch
         var output = CoordinatorOutput()
         for row in rows.sorted(by: { $0.txnID < $1.txnID }) {
-            output.merge(adopt(row, partition: partition, now: now))
+            output.merge(adopt(row, partition: partition, settled: settledEnds.contains(row.txnID), now: now))
         }
         return output
     }
@@ -425,7 +430,7 @@ public struct Coordinator: Sendable {
     }
 
     /// Takes on one txn of a partition this node now leads, from its (merged) row.
-    private mutating func adopt(_ row: TxnRow, partition: UInt32, now: UInt64) -> CoordinatorOutput {
+    private mutating func adopt(_ row: TxnRow, partition: UInt32, settled: Bool, now: UInt64) -> CoordinatorOutput {
         let txnID = row.txnID
         if !row.isEnded, row.branches.isEmpty, let decision = row.decision {
             return entomb(txnID, partition: partition, reason: decision.reason)
@@ -434,9 +439,9 @@ public struct Coordinator: Sendable {
             let outcome = row.decision?.outcome ?? .abort
             let digest = row.branches.isEmpty ? nil : branchesDigest(row.branches)
             remember(txnID, FinishedTxn(partition: partition, outcome: outcome, reason: row.decision?.reason ?? AbortReason(.leaderChanged, ""), stamp: row.stamp, branches: row.branches.map(BranchSummary.init), digest: digest))
-            // An ENDed txn's decision and END go to this epoch's members again: one of them may
-            // have missed them, and its row must not outlive the others' (see `LogRecord.trim`).
-            guard row.isEnded, let decision = row.decision else { return CoordinatorOutput() }
+            // An ENDed txn's decision and END go to this epoch's members again when one of them
+            // may have missed them: its row must not outlive the others' (see `LogRecord.trim`).
+            guard row.isEnded, let decision = row.decision, !settled else { return CoordinatorOutput() }
             var output = CoordinatorOutput()
             output.recordsToAppend = [
                 PartitionRecord(partition: partition, record: .decision(txnID: txnID, outcome: decision.outcome, reason: decision.reason, epoch: epochs[partition]!)),

@@ -27,6 +27,9 @@ public struct NodeMachine: Sendable {
     public let timing: NodeTiming
     /// A silent follower's allowance grows to at most this many times `silentFollowerMs`.
     static let silenceAllowedMaxFactor: UInt64 = 8
+    /// The pace assumed of a follower writing a catch-up, with room to spare (a release build
+    /// writes one of 150,000 records, most of them ENDs it holds already, in about a second).
+    static let catchUpRecordsPerMs: UInt64 = 50
     public private(set) var coordinator: Coordinator
     public private(set) var membership: Membership
     public private(set) var promises: PartitionPromises
@@ -61,8 +64,9 @@ public struct NodeMachine: Sendable {
     private var sessions: [String: (session: UInt64, next: UInt64)] = [:]
     private var lastAckAt: [String: UInt64] = [:]
     /// Per follower, how long it may stay silent before a new session: `silentFollowerMs`,
-    /// doubled (up to `silenceAllowedMax`) after every session that silence opened, back to
-    /// the base once it is no longer behind. A follower slower than the base (a big catch-up after
+    /// doubled (up to `silenceAllowedMax`) after every session that silence opened, and more
+    /// after a large catch-up (`catchUpRecordsPerMs`), back to the base once it is no longer
+    /// behind. A follower slower than the base (a big catch-up after
     /// a restart) would otherwise get a new session, and lose the one it was working on, for
     /// ever.
     private var silenceAllowed: [String: UInt64] = [:]
@@ -310,9 +314,11 @@ public struct NodeMachine: Sendable {
         for (partition, release) in held.sorted(by: { $0.key < $1.key }) { hold(release, partition: partition) }
     }
 
-    private mutating func append(_ records: [PartitionRecord]) {
+    /// `opening` lists partitions that get an append (and a ticket) even without records.
+    private mutating func append(_ records: [PartitionRecord], opening: [UInt32] = []) {
         noteEnded(records)
         var byPartition: [UInt32: [LogRecord]] = [:]
+        for partition in opening { byPartition[partition] = [] }
         for entry in records { byPartition[entry.partition, default: []].append(entry.record) }
         var appends: [PartitionAppend] = []
         for (partition, partitionRecords) in byPartition.sorted(by: { $0.key < $1.key }) {
@@ -475,6 +481,10 @@ public struct NodeMachine: Sendable {
         }
         sessions[follower] = (session, 1)
         lastAckAt[follower] = now
+        // A large catch-up takes its follower a while to write and its acks come only then:
+        // it gets time in proportion (a catch-up re-sent because it was slow only comes later).
+        let records = UInt64(catchUp.reduce(0) { $0 + $1.records.count })
+        silenceAllowed[follower] = max(silenceAllowed[follower] ?? timing.silentFollowerMs, timing.silentFollowerMs + records / Self.catchUpRecordsPerMs)
         out.restartStreams.append(follower)
         out.observations.append(.newSession(follower: follower, because: reason))
         out.peerMessages.append((follower, .append(AppendMessage(session: session, sequence: 0, appends: catchUp))))
@@ -486,6 +496,12 @@ public struct NodeMachine: Sendable {
     /// again, instead of a catch-up built and dropped every interval.
     private mutating func catchUpSilentFollowers() {
         for follower in peers {
+            // A member that did not promise an epoch this node leads at gets its catch-up as
+            // soon as it is alive: until then its acks do not count.
+            if membership.isAlive(follower), replication.values.contains(where: { $0.awaitsCatchUp(follower) }) {
+                openSession(to: follower, because: "it did not promise the epoch of a partition taken over")
+                continue
+            }
             let isBehind = replication.values.contains { $0.members.contains(follower) && $0.isBehind(follower) }
             guard isBehind, membership.isAlive(follower) else {
                 if !isBehind {
@@ -509,6 +525,11 @@ public struct NodeMachine: Sendable {
             case .gap:
                 if sessions[follower]?.session == ack.session { openSession(to: follower, because: "it missed a message") }
             case .accepted:
+                // An older session's ack counts for nothing: the catch-up that opened the
+                // current one carries what it acknowledges, and the follower's acks count
+                // from that catch-up on (`ReplicationLeader.catchUp`).
+                guard sessions[follower]?.session == ack.session else { continue }
+                if replication[ack.partition]?.awaitsCatchUp(follower) == true { continue }
                 // The allowance goes back to the base only once the follower has caught up:
                 // one that acks a catch-up and is then silent again working through what
                 // queued behind it is busy, not lost, and another catch-up (which may take
@@ -773,7 +794,9 @@ public struct NodeMachine: Sendable {
                 retryTakeoverAt[won.partition] = retryAt
                 continue
             }
-            inDoubtRows += install(won.partition, epoch: won.epoch, rows: won.rows)
+            inDoubtRows += install(
+                won.partition, epoch: won.epoch, rows: won.rows, settledEnds: won.endedAtEveryPromiser,
+                promisers: attempt.takeover.promisers(of: won.partition))
             installed.append(won.partition)
         }
         guard !installed.isEmpty else { return }
@@ -789,15 +812,34 @@ public struct NodeMachine: Sendable {
     }
 
     /// Adopts one partition; returns its txns that were in doubt.
-    private mutating func install(_ partition: UInt32, epoch: Epoch, rows: [TxnRow]) -> [TxnRow] {
-        replication[partition] = ReplicationLeader(members: map.replicaGroup(of: partition), epoch: epoch)
+    private mutating func install(_ partition: UInt32, epoch: Epoch, rows: [TxnRow], settledEnds: Set<TxnID>, promisers: [String]) -> [TxnRow] {
+        let members = map.replicaGroup(of: partition)
+        replication[partition] = ReplicationLeader(members: members, epoch: epoch, needsCatchUp: Set(members).subtracting(promisers))
         out.observations.append(.claimsRestart(partition: partition, follower: nil))
         if let previous = membership.leader(of: partition), previous.node != name { takenFrom[partition] = previous.node }
         membership.learn(partition, leader: name, epoch: epoch)
-        let output = coordinator.takeOver(partition: partition, epoch: epoch, rows: rows, now: now)
+        let output = coordinator.takeOver(partition: partition, epoch: epoch, rows: rows, settledEnds: settledEnds, now: now)
         counters.takeovers += 1
+        // Scheduled first: a catch-up that the append below opens must list them, or its
+        // follower would drop their rows as stale.
+        scheduleTrims(of: settledEnds, partition: partition)
         apply(output)
+        if !settledEnds.isEmpty, replication[partition]!.issued == replication[partition]!.base { append([], opening: [partition]) }
         return rows.filter { !$0.isEnded && !$0.branches.isEmpty }
+    }
+
+    /// Txns that every promiser holds ENDed are not appended again (a takeover would otherwise
+    /// append two records per txn of the whole retention window). They are trimmed once every
+    /// member holds the tenure's first ticket: the promisers hold their END already, and the
+    /// acks of a member that did not promise count only from its first catch-up on
+    /// (`ReplicationLeader.awaitsCatchUp`), which carries the END of every txn waiting to be
+    /// trimmed. `install` issues the first ticket if the takeover appends nothing, so that the
+    /// members have a ticket to ack.
+    private mutating func scheduleTrims(of settled: Set<TxnID>, partition: UInt32) {
+        let ticket = replication[partition]!.base + 1
+        for txnID in settled.sorted() {
+            trims.ended(txnID, partition: partition, ticket: ticket, due: now + timing.retentionMs)
+        }
     }
 }
 

@@ -17,12 +17,22 @@ public struct ReplicationLeader<Release> {
     private var durable: [String: UInt64] = [:]
     private var held: [(ticket: UInt64, release: Release)] = []
 
-    public init(members: [String], epoch: Epoch) {
+    /// Members whose acks count only once they have acked a catch-up of this tenure.
+    private var awaitingCatchUp: Set<String>
+
+    /// `needsCatchUp` are members that did not promise the epoch: they may lack what the
+    /// promisers hold (the ENDs a takeover does not append again), so their acks count only
+    /// from their first catch-up on.
+    public init(members: [String], epoch: Epoch, needsCatchUp: Set<String> = []) {
         precondition(epoch.counter < 1 << 31, "epoch counter \(epoch.counter) leaves no room for tickets")
         self.members = members
         self.base = epoch.counter << 32
         self.issued = base
+        self.awaitingCatchUp = needsCatchUp
     }
+
+    /// Whether `member`'s acks do not count yet: it must get a catch-up first.
+    public func awaitsCatchUp(_ member: String) -> Bool { awaitingCatchUp.contains(member) }
 
     public var quorum: Int { members.count / 2 + 1 }
 
@@ -55,6 +65,7 @@ public struct ReplicationLeader<Release> {
     /// `member` holds every ticket up to `ticket` durably; returns what that releases.
     public mutating func acknowledged(_ ticket: UInt64, by member: String) -> [Release] {
         precondition(members.contains(member), "ack from \(member), not a member of \(members)")
+        guard !awaitingCatchUp.contains(member) else { return [] }
         durable[member] = max(durable[member] ?? base, ticket)
         let ready = quorumDurable
         let released = held.prefix { $0.ticket <= ready }
@@ -72,6 +83,7 @@ public struct ReplicationLeader<Release> {
     /// from that catch-up on, since it may have lost what it held before.
     public mutating func catchUp(_ member: String) {
         durable[member] = base
+        awaitingCatchUp.remove(member)
     }
 
     /// What is still held; a leader that steps down must send none of it.
@@ -173,12 +185,22 @@ public struct Takeover: Sendable {
 
     public func promisers(of partition: UInt32) -> [String] { (promisedBy[partition] ?? []).sorted() }
 
-    /// The partitions won, each with its epoch and the members' rows merged.
-    public func won() -> [(partition: UInt32, epoch: Epoch, rows: [TxnRow])] {
+    /// The partitions won, each with its epoch, the members' rows merged, and the txns whose
+    /// row every promiser holds ENDed (`Coordinator.takeOver`'s `settledEnds`).
+    public func won() -> [(partition: UInt32, epoch: Epoch, rows: [TxnRow], endedAtEveryPromiser: Set<TxnID>)] {
         epochs.keys.sorted().compactMap { partition in
             guard let group = groups[partition], promisers(of: partition).count >= group.count / 2 + 1 else { return nil }
-            return (partition, epochs[partition]!, mergeRows(rows[partition] ?? []))
+            let memberRows = rows[partition] ?? []
+            return (partition, epochs[partition]!, mergeRows(memberRows), Self.ended(in: memberRows, by: promisers(of: partition).count))
         }
+    }
+
+    /// The txns ENDed (with their decision) in `promisers` of the rows: each promiser answers
+    /// once, with one row per txn.
+    private static func ended(in memberRows: [TxnRow], by promisers: Int) -> Set<TxnID> {
+        var counts: [TxnID: Int] = [:]
+        for row in memberRows where row.isEnded && row.decision != nil { counts[row.txnID, default: 0] += 1 }
+        return Set(counts.filter { $0.value == promisers }.keys)
     }
 
     /// Whether every partition has a quorum of promises, or so many refusals that the members

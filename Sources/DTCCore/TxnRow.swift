@@ -90,6 +90,12 @@ public struct TxnRow: Hashable, Sendable {
         return writer.bytes
     }
 
+    /// Whether an encoded row holds its txn's END, read without decoding it: `encoded()`
+    /// writes the END flag last.
+    public static func isEnded(encoded bytes: [UInt8]) -> Bool {
+        bytes.first == formatVersion && bytes.last == 1
+    }
+
     public init(decoding bytes: [UInt8]) throws(RecordDecodingError) {
         var reader = ByteReader(bytes)
         try reader.expectVersion(Self.formatVersion)

@@ -1,5 +1,5 @@
 /// One change to a row: the stored value (nil if none) goes in, the new value comes out
-/// (nil deletes the row). It runs inside the group's write transaction, so a merge of what is
+/// (nil deletes the row; the stored value itself leaves the row unwritten). It runs inside the group's write transaction, so a merge of what is
 /// stored with what arrives is atomic.
 public struct RowUpdate: Sendable {
     public var partition: UInt32
@@ -41,7 +41,9 @@ public final class RowStore: @unchecked Sendable {
             for (key, value) in meta { try transaction.put(metaDatabase, key, value) }
             for update in updates {
                 let key = Self.key(update.partition, update.key)
-                if let value = try update.transform(try transaction.get(rows, key)) {
+                let stored = try transaction.get(rows, key)
+                if let value = try update.transform(stored) {
+                    if value == stored { continue }  // unchanged: no write
                     try transaction.put(rows, key, value)
                 } else {
                     try transaction.delete(rows, key)

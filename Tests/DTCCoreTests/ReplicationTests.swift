@@ -140,6 +140,18 @@ import Testing
         #expect(takeover.lost().isEmpty)
     }
 
+    @Test func aTxnCountsAsEndedAtEveryPromiserOnlyIfEachPromiserReturnedItEnded() {
+        var takeover = Takeover(candidate: "n2", nodeID: 2, seen: [7: epoch1], groups: [7: group])
+        let endedEverywhere = row("t1", stamp: 5, branches: order, decision: (.commit, "", epoch1), ended: true)
+        let endedHere = row("t2", stamp: 6, branches: order, decision: (.commit, "", epoch1), ended: true)
+        let decidedThere = row("t2", stamp: 6, branches: order, decision: (.commit, "", epoch1))
+        takeover.promisedLocally(7, rows: [endedEverywhere, endedHere])
+        takeover.promised(7, by: "n3", rows: [endedEverywhere, decidedThere])
+        let won = takeover.won()
+        #expect(won.count == 1 && won[0].endedAtEveryPromiser == [TxnID("t1")])
+        #expect(won[0].rows.map(\.txnID) == [TxnID("t1"), TxnID("t2")] && won[0].rows.allSatisfy(\.isEnded))
+    }
+
     @Test func promisesFromOutsideTheReplicaGroupDoNotCount() {
         var takeover = Takeover(candidate: "n2", nodeID: 2, seen: [7: epoch1], groups: [7: group])
         takeover.promisedLocally(7, rows: [])

@@ -93,6 +93,8 @@ import Testing
     func aRowSurvivesEncodeAndDecodeUnchanged(_ original: TxnRow) throws {
         let decoded = try TxnRow(decoding: original.encoded())
         #expect(decoded == original)
+        // The END flag can be read without decoding (a follower skips ENDs it holds).
+        #expect(TxnRow.isEnded(encoded: original.encoded()) == original.isEnded)
     }
 
     @Test func aTruncatedRowIsAnErrorNotAGuess() {
@@ -162,6 +164,19 @@ import Testing
         let again = try n2.submit("t3", now: 9_001)
         #expect(again.replies == [reply("t3", .committed)])
         #expect(again.recordsToAppend.isEmpty && again.messagesNow.isEmpty && again.messagesAfterAppend.isEmpty)
+        #expect(n2.inFlightCount == 0, "a retried txnID is not run a second time")
+    }
+
+    @Test func takeoverOfATxnEveryPromiserHoldsEndedAppendsNothingAndStillDeduplicatesIt() throws {
+        var n2 = Coordinator.standby()
+        let ended = row("t3", stamp: 79, branches: order, decision: (.commit, "", epoch1), ended: true)
+        let out = n2.takeOver(partition: 0, epoch: epoch2, rows: [ended], settledEnds: [TxnID("t3")], now: 9_000)
+        #expect(out.recordsToAppend.isEmpty && out.messagesNow.isEmpty && out.messagesAfterAppend.isEmpty && out.replies.isEmpty)
+        // A catch-up still carries its END, for a member that did not promise the epoch.
+        #expect(n2.endedRecords([TxnID("t3")], partition: 0) == [decisionRecord("t3", .commit, epoch: epoch2).record, endRecord("t3").record])
+
+        let again = try n2.submit("t3", now: 9_001)
+        #expect(again.replies == [reply("t3", .committed)])
         #expect(n2.inFlightCount == 0, "a retried txnID is not run a second time")
     }
 
