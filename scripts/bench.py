@@ -163,37 +163,50 @@ class Bench:
         return point
 
     def failover(self, seconds):
-        """Load at concurrency 64; the node that leads most partitions is killed a third of the way in."""
+        """Load at concurrency 64; the node that leads most partitions is killed a third of the
+        way in and restarted two thirds of the way in, under the same load."""
         leader = max(self.status().items(), key=lambda item: item[1].get("led", -1))[0]
-        kill_at = seconds / 3
-        say(f"failover: {seconds} s at concurrency 64, kill -9 {leader} at {kill_at:.0f} s")
-        killed = {}
+        kill_at, restart_at = seconds / 3, 2 * seconds / 3
+        say(f"failover: {seconds} s at concurrency 64, kill -9 {leader} at {kill_at:.0f} s, restart at {restart_at:.0f} s")
+        events = {}
 
         def on_progress(sample):
-            if not killed and sample[0] >= kill_at:
+            if "kill" not in events and sample[0] >= kill_at:
                 self.cluster("kill", leader)
-                killed["at"] = sample[0]
+                events["kill"] = sample[0]
+            elif "kill" in events and "restart" not in events and sample[0] >= restart_at:
+                self.cluster("restart", leader)
+                events["restart"] = sample[0]
         summary, _, progress = self.load(64, seconds, on_progress)
-        self.cluster("restart", leader)
+        if "restart" not in events:
+            self.cluster("restart", leader)
         passed, last = self.check()
         timeline = []
         for (t0, c0, _), (t1, c1, _) in zip(progress, progress[1:]):
             timeline.append({"t": round(t1, 2), "committedPerS": round((c1 - c0) / max(t1 - t0, 1e-3), 1)})
         # The surviving leaders keep committing their own partitions through the kill, so the
-        # first commit after it says nothing; what shows the takeover is when the whole
-        # cluster is back to most of its rate before the kill.
-        kill_at = killed.get("at", 0)
+        # first commit after it says nothing; what shows the takeover (and the restarted
+        # node's catch-up) is when the whole cluster is back to most of its rate before.
+        kill_at, restart_at = events.get("kill", 0), events.get("restart")
         before = [s["committedPerS"] for s in timeline if s["t"] <= kill_at]
         steady = sum(before) / len(before) if before else 0
-        after = [s for s in timeline if s["t"] > kill_at]
-        trough = min(after, key=lambda s: s["committedPerS"], default=None)
-        lowest = trough["committedPerS"] if trough else None
-        recovered = next((s["t"] for s in after if trough and s["t"] > trough["t"] and s["committedPerS"] >= 0.8 * steady), None)
-        return {"killed": leader, "killedAtS": round(killed.get("at", 0), 2), "timeline": timeline,
-                "committedPerSBeforeKill": round(steady, 1), "lowestCommittedPerSAfterKill": lowest,
-                "backTo80PercentAfterS": None if recovered is None else round(recovered - kill_at, 2),
-                "throughput": summary["throughput"], "p99Ms": summary["p99Ms"], "unknown": summary["unknown"],
-                "check": "pass" if passed else "FAIL: " + " ".join(last)}
+
+        def recovery(start, end):
+            after = [s for s in timeline if start < s["t"] <= end]
+            trough = min(after, key=lambda s: s["committedPerS"], default=None)
+            back = next((s["t"] for s in after if trough and s["t"] > trough["t"] and s["committedPerS"] >= 0.8 * steady), None)
+            return (trough["committedPerS"] if trough else None), (None if back is None else round(back - start, 2))
+        lowest, back = recovery(kill_at, restart_at or float("inf"))
+        result = {"killed": leader, "killedAtS": round(kill_at, 2), "timeline": timeline,
+                  "committedPerSBeforeKill": round(steady, 1), "lowestCommittedPerSAfterKill": lowest,
+                  "backTo80PercentAfterS": back,
+                  "throughput": summary["throughput"], "p99Ms": summary["p99Ms"], "unknown": summary["unknown"],
+                  "check": "pass" if passed else "FAIL: " + " ".join(last)}
+        if restart_at is not None:
+            lowest, back = recovery(restart_at, float("inf"))
+            result.update({"restartedAtS": round(restart_at, 2), "lowestCommittedPerSAfterRestart": lowest,
+                           "backTo80PercentAfterRestartS": back})
+        return result
 
     def run(self):
         report = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(),
@@ -234,7 +247,7 @@ def git_commit(root):
 
 # --- the HTML report -------------------------------------------------------------------
 
-def line_chart(title, points, x_label, y_label, marker=None, log_x=False):
+def line_chart(title, points, x_label, y_label, markers=(), log_x=False):
     """points: [(x, y)]; a marker is (x, label)."""
     width, height, left, bottom = 560, 260, 60, 40
     if not points:
@@ -252,9 +265,9 @@ def line_chart(title, points, x_label, y_label, marker=None, log_x=False):
                      for x, _ in (points if len(points) < 12 else points[::max(1, len(points) // 8)]))
     ticks = "".join(f'<text x="{left - 6}" y="{py(y1 * f / 1.1) + 4:.1f}" text-anchor="end">{y1 * f / 1.1:,.0f}</text>' for f in (0, 0.5, 1))
     mark = ""
-    if marker is not None:
-        mx = px(math.log(marker[0]) if log_x else marker[0])
-        mark = f'<line x1="{mx:.1f}" y1="20" x2="{mx:.1f}" y2="{height - bottom}" stroke="#c00" stroke-dasharray="4"/><text x="{mx + 4:.1f}" y="32" fill="#c00">{html.escape(marker[1])}</text>'
+    for x, label in markers:
+        mx = px(math.log(x) if log_x else x)
+        mark += f'<line x1="{mx:.1f}" y1="20" x2="{mx:.1f}" y2="{height - bottom}" stroke="#c00" stroke-dasharray="4"/><text x="{mx + 4:.1f}" y="32" fill="#c00">{html.escape(label)}</text>'
     return (f'<figure><figcaption>{html.escape(title)}</figcaption><svg width="{width}" height="{height}" font-size="11" font-family="sans-serif">'
             f'<line x1="{left}" y1="{height - bottom}" x2="{width - 20}" y2="{height - bottom}" stroke="#888"/>'
             f'<line x1="{left}" y1="20" x2="{left}" y2="{height - bottom}" stroke="#888"/>{ticks}{labels}'
@@ -283,6 +296,13 @@ def bar_chart(title, groups):
             f'font-family="sans-serif">{"".join(parts)}</svg></figure>')
 
 
+def restart_summary(failover):
+    if "restartedAtS" not in failover:
+        return ""
+    return (f"; after the restart under load, {failover['lowestCommittedPerSAfterRestart']} at the lowest, "
+            f"back to 80 % {failover['backTo80PercentAfterRestartS']} s after it")
+
+
 def render(report):
     points = report.get("points", [])
     rows = "".join(
@@ -296,10 +316,13 @@ def render(report):
     ]
     failover = report.get("failover")
     if failover:
+        markers = [(failover["killedAtS"], f"kill -9 {failover['killed']}")]
+        if "restartedAtS" in failover:
+            markers.append((failover["restartedAtS"], "restart"))
         charts.append(line_chart(
-            f"Committed txn/s over time; {failover['killed']} killed (kill -9) at {failover['killedAtS']} s",
-            [(s["t"], s["committedPerS"]) for s in failover["timeline"]], "seconds", "txn/s",
-            marker=(failover["killedAtS"], f"kill -9 {failover['killed']}")))
+            f"Committed txn/s over time; {failover['killed']} killed (kill -9) at {failover['killedAtS']} s"
+            + (f", restarted at {failover['restartedAtS']} s" if "restartedAtS" in failover else ""),
+            [(s["t"], s["committedPerS"]) for s in failover["timeline"]], "seconds", "txn/s", markers=markers))
     limits = report["limits"]
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>dtc benchmark {html.escape(report['date'])}</title>
 <style>body{{font-family:sans-serif;max-width:760px;margin:2em auto}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}figure{{margin:1.5em 0}}figcaption{{font-weight:bold;margin-bottom:.4em}}</style></head><body>
@@ -309,7 +332,7 @@ def render(report):
 {limits['grpcStreamMessagesPerS']:,.0f} messages/s over one gRPC stream on loopback.</p>
 <table><tr><th>concurrency</th><th>txn/s</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>CPU µs/txn</th><th>fsyncs/txn</th><th>messages/txn</th><th>aborted</th><th>dtc check</th></tr>{rows}</table>
 {''.join(charts)}
-{f"<p>Failover: {failover['committedPerSBeforeKill']} committed txn/s before the kill, {failover['lowestCommittedPerSAfterKill']} at the lowest after it, back to 80 % of the rate before {failover['backTo80PercentAfterS']} s after the kill (0.5 s resolution); {failover['unknown']} txns left unknown; dtc check {html.escape(failover['check'])}.</p>" if failover else ''}
+{f"<p>Failover: {failover['committedPerSBeforeKill']} committed txn/s before the kill, {failover['lowestCommittedPerSAfterKill']} at the lowest after it, back to 80 % of the rate before {failover['backTo80PercentAfterS']} s after the kill (0.5 s resolution){restart_summary(failover)}; {failover['unknown']} txns left unknown; dtc check {html.escape(failover['check'])}.</p>" if failover else ''}
 </body></html>"""
 
 
@@ -321,7 +344,7 @@ def main():
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--concurrency", type=lambda s: [int(c) for c in s.split(",")], default=[1, 16, 64, 256])
     parser.add_argument("--seconds", type=int, default=60)
-    parser.add_argument("--failover-seconds", type=int, default=30, help="0: no failover run")
+    parser.add_argument("--failover-seconds", type=int, default=45, help="0: no failover run")
     parser.add_argument("--port-base", type=int, default=33100)
     parser.add_argument("--unary", action="store_true", help="dtc load sends a unary Submit per txn instead of using SubmitStream")
     Bench(parser.parse_args()).run()
