@@ -27,6 +27,7 @@ final class NodeStore: Sendable {
                 // A catch-up carries the decision and END of every txn still to be trimmed; a
                 // row that holds its END already is left as it is (nothing is read or written).
                 if let stored, entry.record.isDecisionOrEnd, TxnRow.isEnded(encoded: stored) { return stored }
+                if let stored, let applied = TxnRow.applying(entry.record, toEncoded: stored) { return applied }
                 var row = try stored.map { try TxnRow(decoding: $0) } ?? TxnRow(txnID: entry.record.txnID)
                 row.apply(entry.record)
                 return row.encoded()

@@ -97,6 +97,37 @@ import Testing
         #expect(TxnRow.isEnded(encoded: original.encoded()) == original.isEnded)
     }
 
+    @Test func aDecisionOrEndAppliedToAnEncodedRowIsByteForByteWhatDecodingWouldGive() throws {
+        let rows = [
+            TxnRow(txnID: TxnID("empty")),
+            row("started", stamp: 0xDEAD_BEEF_0001, branches: order),
+            row("committed", stamp: 5, branches: [.inventory, .accounts], decision: (.commit, "", Epoch(counter: 7, node: 3))),
+            row("aborted", stamp: 6, branches: order, decision: (.abort, "orders voted NO: dup ✓", epoch2), ended: true),
+            row("tombstone", decision: (.abort, "unknown to the coordinator (presumed abort)", epoch1)),
+        ]
+        var fast = 0
+        for original in rows {
+            let records: [LogRecord] = [
+                .decision(txnID: original.txnID, outcome: .commit, reason: AbortReason(.leaderChanged, ""), epoch: epoch2),
+                .decision(txnID: original.txnID, outcome: .abort, reason: .refused("stock ✓ short"), epoch: epoch1),
+                .end(txnID: original.txnID),
+            ]
+            for record in records {
+                guard let applied = TxnRow.applying(record, toEncoded: original.encoded()) else { continue }
+                var slow = original
+                slow.apply(record)
+                #expect(applied == slow.encoded(), "\(original.txnID) + \(record)")
+                fast += 1
+            }
+        }
+        // The common path takes the shortcut: a decision on a started row, an END on any row.
+        #expect(TxnRow.applying(rows[2].records[1], toEncoded: rows[1].encoded()) != nil)
+        #expect(fast >= rows.count + 2)
+        #expect(TxnRow.applying(.start(txnID: TxnID("started"), epoch: epoch1, stamp: 1, branches: order), toEncoded: rows[1].encoded()) == nil)
+        // A row that does not parse takes the slow path, which reports it.
+        #expect(TxnRow.applying(rows[2].records[1], toEncoded: Array(rows[1].encoded().dropLast(3))) == nil)
+    }
+
     @Test func aTruncatedRowIsAnErrorNotAGuess() {
         let bytes = row("t1", stamp: 5, branches: order, decision: (.commit, "", epoch1), ended: true).encoded()
         #expect(throws: RecordDecodingError.self) { try TxnRow(decoding: Array(bytes.dropLast())) }
