@@ -194,6 +194,8 @@ class Bench:
         def recovery(start, end):
             after = [s for s in timeline if start < s["t"] <= end]
             trough = min(after, key=lambda s: s["committedPerS"], default=None)
+            if trough and trough["committedPerS"] >= 0.8 * steady:
+                return trough["committedPerS"], 0.0  # it never fell below 80 %
             back = next((s["t"] for s in after if trough and s["t"] > trough["t"] and s["committedPerS"] >= 0.8 * steady), None)
             return (trough["committedPerS"] if trough else None), (None if back is None else round(back - start, 2))
         lowest, back = recovery(kill_at, restart_at or float("inf"))

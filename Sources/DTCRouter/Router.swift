@@ -177,10 +177,16 @@ public struct Router: Sendable {
                 next += 1
             }
             try? await Task.sleep(for: backoff)
-            backoff = min(backoff * 2, .seconds(1))
+            backoff = min(backoff * 2, Self.backoffMax)
         } while clock.now < deadline
         throw .unknownOutcome(lastError: lastRefusal ?? lastError)
     }
+
+    /// The longest pause between retries. A takeover takes the suspicion timeout (800 ms by
+    /// default) and a few hundred ms more; with a cap of a second, a txn whose leader died was
+    /// retried 0.8 s and then 1.6 s after the kill and so came back a second late. A retry
+    /// that finds no leader yet costs one refusal.
+    static let backoffMax = Duration.milliseconds(200)
 
     static func isRetriable(_ code: RPCError.Code) -> Bool {
         switch code {
