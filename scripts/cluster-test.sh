@@ -88,5 +88,24 @@ expect_usage_error dtc order --user user-1 --sku sku-1 --qty 1 --amount 5 --txn 
 echo '{ "nodes": [' > "$WORK/bad.json"
 expect_usage_error "$BIN/dtc" status --config "$WORK/bad.json"
 expect_usage_error "$BIN/dtc" status --config "$WORK/missing.json"
+expect_usage_error dtc load --txns 10 --hot-skus 0
+expect_usage_error dtc load --txns 10 --hot-skus 100000
+expect_usage_error dtc load --txns 10 --hot-skus 2 --hot-fraction 1.5
 dtc check --wait-quiet 5 >/dev/null
+
+# Contention: every order goes to one of two SKUs (wait-die aborts some; none may be lost).
+HOT_TXNS=200
+say "load: $HOT_TXNS orders at concurrency 32, all on 2 hot SKUs"
+dtc load --txns "$HOT_TXNS" --concurrency 32 --seed 7 --hot-skus 2 --hot-fraction 1 --json --history "$WORK/hot.jsonl" \
+  > "$WORK/hot.json" 2> "$WORK/hot.err" || die "dtc load --hot-skus failed: $(tail -n 2 "$WORK/hot.err")"
+cat "$WORK/hot.json"
+python3 - "$WORK/hot.json" "$WORK/hot.jsonl" "$HOT_TXNS" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1])); n = int(sys.argv[3])
+assert s["committed"] + s["aborted"] == n and s["unknown"] == 0, f"outcomes do not add up to {n}: {s}"
+assert s["hotSkus"] == 2, s
+skus = {json.loads(line)["sku"] for line in open(sys.argv[2]) if '"sku"' in line}
+assert skus <= {"sku-0", "sku-1"}, f"orders outside the hot SKUs: {sorted(skus)[:5]}"
+PY
+dtc check --wait-quiet 60 --history "$WORK/hot.jsonl"
 say "cluster test passed"

@@ -16,10 +16,22 @@ struct GeneratedOrder: Sendable {
     var qty: Int64
     var amount: Int64
 
-    static func make(_ index: Int, runSeed: UInt64, seed: ClusterConfig.Seed) -> GeneratedOrder {
+    /// Contention on purpose: `fraction` of the orders go to the first `hot` SKUs.
+    struct Skew: Sendable, Equatable {
+        var hot: Int
+        var fraction: Double
+    }
+
+    static func make(_ index: Int, runSeed: UInt64, seed: ClusterConfig.Seed, skew: Skew? = nil) -> GeneratedOrder {
         var rng = SplitMix64(seed: runSeed &+ UInt64(index) &* 0x2545_f491_4f6c_dd1d)
         let user = "user-\(Int.random(in: 0..<seed.users, using: &rng))"
-        let sku = "sku-\(Int.random(in: 0..<seed.skus, using: &rng))"
+        var skuIndex = Int.random(in: 0..<seed.skus, using: &rng)
+        if let skew {
+            // Its own generator: the same seed without --hot-skus gives the same orders as before.
+            var hotRng = SplitMix64(seed: runSeed ^ 0x9e37_79b9_7f4a_7c15 &+ UInt64(index))
+            if Double.random(in: 0..<1, using: &hotRng) < skew.fraction { skuIndex = Int.random(in: 0..<skew.hot, using: &hotRng) }
+        }
+        let sku = "sku-\(skuIndex)"
         var qty = Int64.random(in: 1...3, using: &rng)
         var amount = qty * Int64.random(in: 100...2_000, using: &rng)
         switch Int.random(in: 0..<100, using: &rng) {
@@ -122,6 +134,8 @@ struct Load: AsyncParsableCommand {
     var resubmit = 0.0
     @Option(help: "Stream the history to this file: one invoke line per attempt before it is sent, one ok/fail/unknown line after.")
     var history: String?
+    @Option(help: "Contention: send --hot-fraction of the orders to the first this many SKUs (e.g. 10).") var hotSkus: Int?
+    @Option(help: "With --hot-skus: the fraction of orders that go to the hot SKUs.") var hotFraction = 0.5
     @Flag(help: "Print the summary as one JSON object.") var json = false
     @Flag(help: "Send each order as a unary Submit (an HTTP/2 stream per txn) instead of on one long-lived SubmitStream per node, many per message.")
     var unary = false
@@ -133,6 +147,17 @@ struct Load: AsyncParsableCommand {
         guard retryFor >= 0 else { throw ValidationError("--retry-for must not be negative") }
         guard (1...100).contains(attempts) else { throw ValidationError("--attempts must be in 1...100") }
         guard (0...1).contains(resubmit) else { throw ValidationError("--resubmit must be in 0...1") }
+        if let hotSkus { guard hotSkus > 0 else { throw ValidationError("--hot-skus must be positive") } }
+        guard (0...1).contains(hotFraction) else { throw ValidationError("--hot-fraction must be in 0...1") }
+    }
+
+    /// The SKU skew, checked against the cluster's SKUs.
+    private func skew(_ seed: ClusterConfig.Seed) throws -> GeneratedOrder.Skew? {
+        guard let hotSkus else { return nil }
+        guard hotSkus <= seed.skus else {
+            throw CLIFailure.usage("--hot-skus \(hotSkus) is more than the \(seed.skus) SKUs of the cluster config's seed")
+        }
+        return GeneratedOrder.Skew(hot: hotSkus, fraction: hotFraction)
     }
 
     func run() async throws {
@@ -148,8 +173,8 @@ struct Load: AsyncParsableCommand {
         let total = duration == nil ? txns : Int.max
         let progress = Task { await Self.reportProgress(stats, total: duration == nil ? txns : nil, started: started) }
         guard let shopSeed = config.seed else { throw CLIFailure.usage("this cluster runs no shop: the cluster config has no \"seed\"") }
-        let worker = Worker(runSeed: runSeed, seed: shopSeed, shop: try ShopRMs(config), router: router, stats: stats, retryFor: .seconds(retryFor),
-                            attempts: attempts, resubmit: resubmit, deadline: deadline, history: historyWriter)
+        let worker = Worker(runSeed: runSeed, seed: shopSeed, skew: try skew(shopSeed), shop: try ShopRMs(config), router: router, stats: stats,
+                            retryFor: .seconds(retryFor), attempts: attempts, resubmit: resubmit, deadline: deadline, history: historyWriter)
         await withTaskGroup(of: Void.self) { group in
             for _ in 0..<concurrency {
                 group.addTask {
@@ -175,6 +200,7 @@ struct Load: AsyncParsableCommand {
     struct Worker: Sendable {
         let runSeed: UInt64
         let seed: ClusterConfig.Seed
+        let skew: GeneratedOrder.Skew?
         let shop: ShopRMs
         let router: Router
         let stats: LoadStats
@@ -185,7 +211,7 @@ struct Load: AsyncParsableCommand {
         let history: HistoryWriter?
 
         func runOne(_ index: Int) async {
-            let order = GeneratedOrder.make(index, runSeed: runSeed, seed: seed)
+            let order = GeneratedOrder.make(index, runSeed: runSeed, seed: seed, skew: skew)
             let branches = shop.branches(orderID: order.txnID, user: order.user, sku: order.sku, qty: order.qty, amount: order.amount)
             var rng = SplitMix64(seed: runSeed ^ 0x5bd1_e995 &+ UInt64(index))
             let resubmitOnce = Double.random(in: 0..<1, using: &rng) < resubmit
@@ -250,11 +276,12 @@ struct Load: AsyncParsableCommand {
         let orders = counts.committed + counts.aborted + counts.unknown
         if json {
             let reasons = counts.abortReasons.sorted { $0.key < $1.key }.map { "\"\(jsonEscape($0.key))\":\($0.value)" }.joined(separator: ",")
-            print(String(format: "{\"txns\":%d,\"concurrency\":%d,\"seed\":%llu,\"committed\":%d,\"aborted\":%d,\"unknown\":%d,\"retried\":%d,\"resubmitted\":%d,\"abortedByReason\":{%@},\"durationS\":%.3f,\"throughput\":%.1f,\"p50Ms\":%.2f,\"p90Ms\":%.2f,\"p99Ms\":%.2f,\"maxMs\":%.2f,\"messagesSent\":%llu}",
-                         orders, concurrency, runSeed, counts.committed, counts.aborted, counts.unknown, counts.retried, counts.resubmitted, reasons, seconds, throughput, ms(50), ms(90), ms(99), Double(counts.histogram.max) / 1_000, MessageCounter.shared.messagesSent))
+            print(String(format: "{\"txns\":%d,\"concurrency\":%d,\"seed\":%llu,\"committed\":%d,\"aborted\":%d,\"unknown\":%d,\"retried\":%d,\"resubmitted\":%d,\"abortedByReason\":{%@},\"hotSkus\":%d,\"hotFraction\":%.3f,\"durationS\":%.3f,\"throughput\":%.1f,\"p50Ms\":%.2f,\"p90Ms\":%.2f,\"p99Ms\":%.2f,\"maxMs\":%.2f,\"messagesSent\":%llu}",
+                         orders, concurrency, runSeed, counts.committed, counts.aborted, counts.unknown, counts.retried, counts.resubmitted, reasons, hotSkus ?? 0, hotSkus == nil ? 0 : hotFraction, seconds, throughput, ms(50), ms(90), ms(99), Double(counts.histogram.max) / 1_000, MessageCounter.shared.messagesSent))
             return
         }
-        print("load: \(orders) orders, concurrency \(concurrency), seed \(runSeed), \(String(format: "%.2f", seconds)) s")
+        let skewText = hotSkus.map { ", \(Int(hotFraction * 100)) % of them to \($0) hot SKUs" } ?? ""
+        print("load: \(orders) orders, concurrency \(concurrency), seed \(runSeed)\(skewText), \(String(format: "%.2f", seconds)) s")
         print("  committed  \(counts.committed)")
         print("  aborted    \(counts.aborted)")
         for (reason, count) in counts.abortReasons.sorted(by: { $0.value > $1.value }) {
