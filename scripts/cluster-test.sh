@@ -70,6 +70,7 @@ s = json.load(open(sys.argv[1])); n = int(sys.argv[2])
 assert s["committed"] + s["aborted"] + s["unknown"] == n, f"outcomes do not add up to {n}: {s}"
 assert s["unknown"] == 0, f"{s['unknown']} txns ended with an unknown outcome"
 assert s["committed"] > n // 2, f"too few commits: {s['committed']}"
+assert abs(s["throughput"] - s["committed"] / s["durationS"]) < 1, f"throughput does not match committed/duration: {s}"
 PY
 
 dtc check --wait-quiet 60 --history "$WORK/history.jsonl"

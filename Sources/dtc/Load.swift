@@ -275,9 +275,11 @@ struct Load: AsyncParsableCommand {
         let ms = { (q: Double) in Double(counts.histogram.valueAtPercentile(q)) / 1_000 }
         let orders = counts.committed + counts.aborted + counts.unknown
         if json {
+            // Typed: a literal 0 in a CVarArg list would go as an Int, and %.3f would take the next Double.
+            let skewFraction: Double = hotSkus == nil ? 0 : hotFraction
             let reasons = counts.abortReasons.sorted { $0.key < $1.key }.map { "\"\(jsonEscape($0.key))\":\($0.value)" }.joined(separator: ",")
             print(String(format: "{\"txns\":%d,\"concurrency\":%d,\"seed\":%llu,\"committed\":%d,\"aborted\":%d,\"unknown\":%d,\"retried\":%d,\"resubmitted\":%d,\"abortedByReason\":{%@},\"hotSkus\":%d,\"hotFraction\":%.3f,\"durationS\":%.3f,\"throughput\":%.1f,\"p50Ms\":%.2f,\"p90Ms\":%.2f,\"p99Ms\":%.2f,\"maxMs\":%.2f,\"messagesSent\":%llu}",
-                         orders, concurrency, runSeed, counts.committed, counts.aborted, counts.unknown, counts.retried, counts.resubmitted, reasons, hotSkus ?? 0, hotSkus == nil ? 0 : hotFraction, seconds, throughput, ms(50), ms(90), ms(99), Double(counts.histogram.max) / 1_000, MessageCounter.shared.messagesSent))
+                         orders, concurrency, runSeed, counts.committed, counts.aborted, counts.unknown, counts.retried, counts.resubmitted, reasons, hotSkus ?? 0, skewFraction, seconds, throughput, ms(50), ms(90), ms(99), Double(counts.histogram.max) / 1_000, MessageCounter.shared.messagesSent))
             return
         }
         let skewText = hotSkus.map { ", \(Int(hotFraction * 100)) % of them to \($0) hot SKUs" } ?? ""
