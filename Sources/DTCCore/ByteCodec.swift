@@ -95,6 +95,14 @@ public struct ByteReader: Sendable {
     }
 
     /// A length-prefixed byte string.
+    /// Skips a length-prefixed string or byte field without reading it.
+    public mutating func skipSized() throws(RecordDecodingError) {
+        let start = offset
+        let count = Int(try readUInt32())
+        guard count <= bytes.count - offset else { throw .truncated(at: start) }
+        offset += count
+    }
+
     public mutating func readBytes() throws(RecordDecodingError) -> [UInt8] {
         let start = offset
         let count = Int(try readUInt32())

@@ -146,13 +146,6 @@ public enum LogRecord: Hashable, Sendable {
         }
     }
 
-    public var isDecisionOrEnd: Bool {
-        switch self {
-        case .decision, .end: true
-        case .start, .trim: false
-        }
-    }
-
     /// The first byte of every encoded record. Version 2 made branches opaque (participant,
     /// kind, payload); a record of any other version is refused, never misread.
     public static let formatVersion: UInt8 = 2

@@ -98,11 +98,15 @@ public struct TxnRow: Hashable, Sendable {
 
     /// `record` applied to an encoded row, without decoding it, for the two records that
     /// follow a START on every member: an END (the last byte) and the first decision (spliced
-    /// in before it). Nil for anything else (a decision over another, a START, a row that does
-    /// not parse): the caller decodes, applies and encodes. Equal to that, byte for byte.
+    /// in before it). A row that holds its END already is returned as it is for either (a
+    /// catch-up carries the decision and END of every txn still to be trimmed). Nil for
+    /// anything else (a decision over another, a START, a row that does not parse): the caller
+    /// decodes, applies and encodes. Equal to that, byte for byte.
     public static func applying(_ record: LogRecord, toEncoded bytes: [UInt8]) -> [UInt8]? {
         guard bytes.first == formatVersion, bytes.count >= 2, bytes[bytes.count - 1] <= 1 else { return nil }
         switch record {
+        case .end where isEnded(encoded: bytes), .decision where isEnded(encoded: bytes):
+            return bytes
         case .end:
             var ended = bytes
             ended[ended.count - 1] = 1
@@ -114,7 +118,7 @@ public struct TxnRow: Hashable, Sendable {
             writer.write(outcome == .commit)
             writer.write(reason)
             writer.write(epoch)
-            writer.write(bytes[bytes.count - 1] == 1)
+            writer.write(false)  // not ENDed (checked above)
             return Array(bytes[..<flag]) + writer.bytes
         case .start, .trim:
             return nil
@@ -124,25 +128,18 @@ public struct TxnRow: Hashable, Sendable {
     /// Where `encoded()` put the decision flag: after the version, txnID, stamp and branches,
     /// found by skipping their lengths. Nil if the bytes do not parse that far.
     private static func decisionFlagOffset(_ bytes: [UInt8]) -> Int? {
-        var offset = 1
-        func length() -> Int? {
-            guard offset + 4 <= bytes.count else { return nil }
-            let value = bytes[offset..<offset + 4].reduce(0) { $0 << 8 | Int($1) }
-            offset += 4
-            return value
+        var reader = ByteReader(bytes)
+        do {
+            try reader.expectVersion(formatVersion)
+            try reader.skipSized()  // txnID
+            _ = try reader.readUInt64()  // stamp
+            for _ in 0..<(try reader.readUInt32()) {
+                for _ in 0..<3 { try reader.skipSized() }  // participant, kind, payload
+            }
+        } catch {
+            return nil
         }
-        func skipSized() -> Bool {
-            guard let count = length(), offset + count <= bytes.count else { return false }
-            offset += count
-            return true
-        }
-        guard skipSized() else { return nil }  // txnID
-        offset += 8  // stamp
-        guard let branches = length() else { return nil }
-        for _ in 0..<branches {
-            guard skipSized(), skipSized(), skipSized() else { return nil }  // participant, kind, payload
-        }
-        return offset < bytes.count ? offset : nil
+        return reader.isAtEnd ? nil : reader.offset
     }
 
     public init(decoding bytes: [UInt8]) throws(RecordDecodingError) {

@@ -188,8 +188,8 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
         perform(machine.step(event, now: clock.now(), txnIDs: readTxnIDs, log: readRows))
     }
 
-    /// The node's durable rows of a partition. A read that fails stops the node: answering a
-    /// fence or taking over with rows missing could undo a decision.
+    /// The txns of a partition that have a durable row. A read that fails stops the node, as
+    /// in `readRows`.
     private nonisolated func readTxnIDs(_ partition: UInt32) -> [TxnID] {
         do {
             return try store.txnIDs(of: partition)
@@ -198,6 +198,8 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
         }
     }
 
+    /// The node's durable rows of a partition. A read that fails stops the node: answering a
+    /// fence or taking over with rows missing could undo a decision.
     private nonisolated func readRows(_ partition: UInt32) -> [TxnRow] {
         do {
             return try store.rows(of: partition)

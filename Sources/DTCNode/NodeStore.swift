@@ -24,9 +24,7 @@ final class NodeStore: Sendable {
         let updates = records.map { entry in
             RowUpdate(partition: entry.partition, key: Array(entry.record.txnID.rawValue.utf8)) { stored in
                 if case .trim = entry.record { return nil }
-                // A catch-up carries the decision and END of every txn still to be trimmed; a
-                // row that holds its END already is left as it is (nothing is read or written).
-                if let stored, entry.record.isDecisionOrEnd, TxnRow.isEnded(encoded: stored) { return stored }
+                // A decision or END without decoding the row (an unchanged row is not written).
                 if let stored, let applied = TxnRow.applying(entry.record, toEncoded: stored) { return applied }
                 var row = try stored.map { try TxnRow(decoding: $0) } ?? TxnRow(txnID: entry.record.txnID)
                 row.apply(entry.record)

@@ -1,6 +1,6 @@
-/// One change to a row: the stored value (nil if none) goes in, the new value comes out
-/// (nil deletes the row; the stored value itself leaves the row unwritten). It runs inside the group's write transaction, so a merge of what is
-/// stored with what arrives is atomic.
+/// One change to a row: the stored value (nil if none) goes in, the new value comes out (nil
+/// deletes the row; the stored value itself leaves the row unwritten). It runs inside the
+/// group's write transaction, so a merge of what is stored with what arrives is atomic.
 public struct RowUpdate: Sendable {
     public var partition: UInt32
     public var key: [UInt8]

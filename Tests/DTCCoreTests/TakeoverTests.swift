@@ -114,6 +114,11 @@ import Testing
             ]
             for record in records {
                 guard let applied = TxnRow.applying(record, toEncoded: original.encoded()) else { continue }
+                // A row that holds its END is left as it is: a catch-up repeats decisions and ENDs.
+                guard !original.isEnded else {
+                    #expect(applied == original.encoded(), "\(original.txnID) + \(record)")
+                    continue
+                }
                 var slow = original
                 slow.apply(record)
                 #expect(applied == slow.encoded(), "\(original.txnID) + \(record)")
