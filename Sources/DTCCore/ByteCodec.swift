@@ -117,6 +117,14 @@ public struct ByteReader: Sendable {
         let found = try readByte()
         guard found == expected else { throw .unsupportedVersion(found: found, expected: expected) }
     }
+
+    /// Reads a record's leading format version, refusing any outside `accepted`, and returns it
+    /// (for a format that still reads an older layout).
+    public mutating func readVersion(accepting accepted: ClosedRange<UInt8>) throws(RecordDecodingError) -> UInt8 {
+        let found = try readByte()
+        guard accepted.contains(found) else { throw .unsupportedVersion(found: found, expected: accepted.upperBound) }
+        return found
+    }
 }
 
 extension ByteWriter {

@@ -38,6 +38,8 @@ public struct TxnSnapshot: Hashable, Sendable {
     public var partition: UInt32
     public var status: TxnStatus
     public var stamp: StartStamp
+    /// The attempt in progress (or the last one, for a finished txn).
+    public var attempt: Attempt
     public var epoch: Epoch
     public var branches: [(summary: BranchSummary, progress: BranchProgress)]
 
@@ -95,6 +97,8 @@ public struct Coordinator: Sendable {
         public var committed: UInt64 = 0
         public var aborted: UInt64 = 0
         public var recovered: UInt64 = 0
+        /// Attempts rolled back to prepare the txn again (contention).
+        public var retries: UInt64 = 0
     }
 
     private struct ActiveTxn: Sendable {
@@ -103,10 +107,16 @@ public struct Coordinator: Sendable {
         var branches: [Branch]
         var digest: UInt64
         var phase: Phase
+        var attempt: Attempt = 0
+        /// When it was submitted (or adopted): no further attempt starts `retryWindow` later.
+        var since: UInt64
     }
 
     private enum Phase: Sendable {
         case preparing(votes: [String: Vote], deadline: UInt64)
+        /// The attempt is being rolled back at every participant; the next starts once all
+        /// acknowledged and `resumeAt` has passed. `reason` is the NO that caused it.
+        case retrying(reason: AbortReason, pendingAcks: Set<String>, nextResend: UInt64, resendDelay: UInt64, resumeAt: UInt64)
         case deciding(outcome: Outcome, reason: AbortReason, pendingAcks: Set<String>, nextRetry: UInt64, retryDelay: UInt64)
     }
 
@@ -143,6 +153,9 @@ public struct Coordinator: Sendable {
         return votes[rm] == nil
     }
 
+    /// The attempt `txnID` is in, if it is in flight here.
+    public func attempt(of txnID: TxnID) -> Attempt? { active[txnID]?.attempt }
+
     // MARK: - Events
 
     /// A client submits `txnID`. A known txn answers its current state (idempotent submit).
@@ -163,22 +176,20 @@ public struct Coordinator: Sendable {
         let epoch = epochs[partition]!
         active[txnID] = ActiveTxn(
             partition: partition, stamp: stamp, branches: branches, digest: digest,
-            phase: .preparing(votes: [:], deadline: now + limits.prepareTimeout))
+            phase: .preparing(votes: [:], deadline: now + limits.prepareTimeout), since: now)
         var output = CoordinatorOutput()
         output.recordsToAppend = [
             PartitionRecord(partition: partition, record: .start(txnID: txnID, epoch: epoch, stamp: stamp, branches: branches))
         ]
-        let sender = Sender(partition: partition, epoch: epoch, node: node)
-        let participants = branches.map(\.rm)
-        output.messagesNow = branches.map {
-            .prepare(rm: $0.rm, PrepareMessage(txnID: txnID, stamp: stamp, sender: sender, branch: $0, participants: participants))
-        }
+        output.messagesNow = prepareMessages(txnID, active[txnID]!)
         return .accepted(output)
     }
 
-    /// An RM's vote. A NO (or an unreachable RM, reported as NO) aborts the txn.
-    public mutating func voteReceived(_ vote: Vote, txn txnID: TxnID, from rm: String, now: UInt64) -> CoordinatorOutput {
-        guard var txn = active[txnID], case .preparing(var votes, let deadline) = txn.phase,
+    /// An RM's vote for `attempt` (votes of other attempts are stale and ignored). A NO (or an
+    /// unreachable RM, reported as NO) aborts the txn, unless it is contention and the retry
+    /// budget allows another attempt.
+    public mutating func voteReceived(_ vote: Vote, attempt: Attempt = 0, txn txnID: TxnID, from rm: String, now: UInt64) -> CoordinatorOutput {
+        guard var txn = active[txnID], case .preparing(var votes, let deadline) = txn.phase, attempt == txn.attempt,
             txn.branches.contains(where: { $0.rm == rm }), votes[rm] == nil
         else { return CoordinatorOutput() }
         votes[rm] = vote
@@ -187,7 +198,12 @@ public struct Coordinator: Sendable {
         if case .no(let reason) = vote {
             // An unreachable participant is reported as a NO by the shell; it never voted.
             let text = reason.cause == .unavailable ? reason.text : "\(rm) voted NO: \(reason.text)"
-            return decide(txnID, .abort, reason: AbortReason(reason.cause, text), now: now)
+            let cause = AbortReason(reason.cause, text)
+            if reason.cause == .contention {
+                if mayRetry(txn, now: now) { return rollBackAttempt(txnID, because: cause, now: now) }
+                return decide(txnID, .abort, reason: gaveUp(txn, cause), now: now)
+            }
+            return decide(txnID, .abort, reason: cause, now: now)
         }
         if votes.count == txn.branches.count {
             return decide(txnID, .commit, reason: .none, now: now)
@@ -195,9 +211,12 @@ public struct Coordinator: Sendable {
         return CoordinatorOutput()
     }
 
-    /// An RM acknowledged the decision. When all have, END is appended (lazily) and the txn
-    /// moves to the finished set, kept for deduplication.
-    public mutating func ackReceived(txn txnID: TxnID, from rm: String) -> CoordinatorOutput {
+    /// An RM acknowledged the decision, or (`rolledBackAttempt` set) the rollback of an
+    /// attempt. When all have acknowledged the decision, END is appended (lazily) and the txn
+    /// moves to the finished set, kept for deduplication; when all have acknowledged the
+    /// rollback, the next attempt starts (once its backoff has passed).
+    public mutating func ackReceived(txn txnID: TxnID, from rm: String, rolledBackAttempt: Attempt? = nil, now: UInt64 = 0) -> CoordinatorOutput {
+        if let rolledBackAttempt { return rollbackAcknowledged(txnID, attempt: rolledBackAttempt, from: rm, now: now) }
         guard var txn = active[txnID],
             case .deciding(let outcome, let reason, var pending, let nextRetry, let delay) = txn.phase,
             pending.remove(rm) != nil
@@ -224,6 +243,19 @@ public struct Coordinator: Sendable {
                 guard now >= deadline else { continue }
                 let missing = txn.branches.map(\.rm).filter { votes[$0] == nil }
                 output.merge(decide(txnID, .abort, reason: AbortReason(.timeout, "prepare timeout: no vote from \(missing.joined(separator: ", "))"), now: now))
+            case .retrying(let reason, let pending, let nextResend, let delay, let resumeAt):
+                if pending.isEmpty {
+                    guard now >= resumeAt else { continue }
+                    output.merge(startNextAttempt(txnID, now: now))
+                } else if now >= txn.since + limits.retryWindow {
+                    // A participant that does not acknowledge the rollback holds the txn up:
+                    // give up, and let the ABORT be resent until it is acknowledged.
+                    output.merge(decide(txnID, .abort, reason: gaveUp(txn, reason), now: now))
+                } else if now >= nextResend {
+                    let nextDelay = min(delay * 2, limits.decisionRetryMax)
+                    active[txnID]!.phase = .retrying(reason: reason, pendingAcks: pending, nextResend: now + nextDelay, resendDelay: nextDelay, resumeAt: resumeAt)
+                    output.messagesNow += rollbackMessages(txnID, txn, to: pending)
+                }
             case .deciding(let outcome, let reason, let pending, let nextRetry, let delay):
                 guard now >= nextRetry else { continue }
                 let nextDelay = min(delay * 2, limits.decisionRetryMax)
@@ -309,12 +341,12 @@ public struct Coordinator: Sendable {
     public func snapshot(of txnID: TxnID) -> TxnSnapshot? {
         if let txn = active[txnID] {
             return TxnSnapshot(
-                txnID: txnID, partition: txn.partition, status: status(of: txn), stamp: txn.stamp,
+                txnID: txnID, partition: txn.partition, status: status(of: txn), stamp: txn.stamp, attempt: txn.attempt,
                 epoch: epochs[txn.partition] ?? .zero, branches: txn.branches.map { (BranchSummary($0), progress(of: $0.rm, in: txn)) })
         }
         if let done = finished[txnID] {
             return TxnSnapshot(
-                txnID: txnID, partition: done.partition, status: status(done.outcome, done.reason), stamp: done.stamp,
+                txnID: txnID, partition: done.partition, status: status(done.outcome, done.reason), stamp: done.stamp, attempt: 0,
                 epoch: epochs[done.partition] ?? .zero, branches: done.branches.map { ($0, .acknowledged(done.outcome)) })
         }
         return nil
@@ -375,7 +407,7 @@ public struct Coordinator: Sendable {
 
     private func status(of txn: ActiveTxn) -> TxnStatus {
         switch txn.phase {
-        case .preparing: .preparing
+        case .preparing, .retrying: .preparing
         case .deciding(let outcome, let reason, _, _, _): status(outcome, reason)
         }
     }
@@ -392,6 +424,8 @@ public struct Coordinator: Sendable {
             case .yes: .votedYes
             case .no(let reason): .votedNo(reason: reason)
             }
+        case .retrying(let reason, let pending, _, _, _):
+            pending.contains(rm) ? .votedNo(reason: reason) : .awaitingVote
         case .deciding(let outcome, _, let pending, _, _):
             pending.contains(rm) ? .awaitingAck(outcome) : .acknowledged(outcome)
         }
@@ -420,6 +454,77 @@ public struct Coordinator: Sendable {
         if outcome == .commit && mutant == .commitBeforeDurable { output.messagesNow = messages } else { output.messagesAfterAppend = messages }
         output.replies = [ClientReply(txnID: txnID, status: status(outcome, reason))]
         return output
+    }
+
+    // MARK: - Retries of attempts refused for contention
+
+    private func mayRetry(_ txn: ActiveTxn, now: UInt64) -> Bool {
+        txn.attempt + 1 < limits.attemptsMax && now < txn.since + limits.retryWindow
+    }
+
+    /// The reason a txn refused for contention in its last attempt aborts with.
+    private func gaveUp(_ txn: ActiveTxn, _ reason: AbortReason) -> AbortReason {
+        guard txn.attempt > 0 else { return reason }
+        return AbortReason(.contention, "gave up after \(txn.attempt + 1) attempts: \(reason.text)")
+    }
+
+    /// Rolls the current attempt back at every participant (no record: an attempt that never
+    /// committed is aborted, presumed abort); the next starts when all acknowledged.
+    private mutating func rollBackAttempt(_ txnID: TxnID, because reason: AbortReason, now: UInt64) -> CoordinatorOutput {
+        var txn = active[txnID]!
+        let rms = Set(txn.branches.map(\.rm))
+        txn.phase = .retrying(
+            reason: reason, pendingAcks: rms, nextResend: now + limits.decisionRetryInitial, resendDelay: limits.decisionRetryInitial,
+            resumeAt: now + backoff(txn))
+        active[txnID] = txn
+        counters.retries += 1
+        var output = CoordinatorOutput()
+        output.messagesNow = rollbackMessages(txnID, txn, to: rms)
+        return output
+    }
+
+    /// Exponential in the attempt, with a spread drawn from the txn's stamp so that txns that
+    /// collided do not retry in step (no randomness in the core).
+    private func backoff(_ txn: ActiveTxn) -> UInt64 {
+        let base = min(limits.retryBackoffInitial << min(UInt64(txn.attempt), 20), limits.retryBackoffMax)
+        let spread = (txn.stamp &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(txn.attempt)) >> 33
+        return base / 2 + spread % (base / 2 + 1)
+    }
+
+    private mutating func rollbackAcknowledged(_ txnID: TxnID, attempt: Attempt, from rm: String, now: UInt64) -> CoordinatorOutput {
+        guard let txn = active[txnID], attempt == txn.attempt,
+            case .retrying(let reason, var pending, let nextResend, let delay, let resumeAt) = txn.phase, pending.remove(rm) != nil
+        else { return CoordinatorOutput() }
+        active[txnID]!.phase = .retrying(reason: reason, pendingAcks: pending, nextResend: nextResend, resendDelay: delay, resumeAt: resumeAt)
+        guard pending.isEmpty, now >= resumeAt else { return CoordinatorOutput() }
+        return startNextAttempt(txnID, now: now)
+    }
+
+    /// Every participant has rolled the last attempt back: PREPARE again, same start stamp.
+    private mutating func startNextAttempt(_ txnID: TxnID, now: UInt64) -> CoordinatorOutput {
+        var txn = active[txnID]!
+        if mutant != .retryReusesAttempt { txn.attempt += 1 }
+        if mutant == .retryWithFreshStamp { txn.stamp = nextStamp(now: now) }
+        txn.phase = .preparing(votes: [:], deadline: now + limits.prepareTimeout)
+        active[txnID] = txn
+        var output = CoordinatorOutput()
+        output.messagesNow = prepareMessages(txnID, txn)
+        return output
+    }
+
+    private func prepareMessages(_ txnID: TxnID, _ txn: ActiveTxn) -> [Envelope] {
+        let sender = Sender(partition: txn.partition, epoch: epochs[txn.partition]!, node: node)
+        let participants = txn.branches.map(\.rm)
+        return txn.branches.map {
+            .prepare(rm: $0.rm, PrepareMessage(txnID: txnID, stamp: txn.stamp, attempt: txn.attempt, sender: sender, branch: $0, participants: participants))
+        }
+    }
+
+    private func rollbackMessages(_ txnID: TxnID, _ txn: ActiveTxn, to rms: Set<String>) -> [Envelope] {
+        let sender = Sender(partition: txn.partition, epoch: epochs[txn.partition]!, node: node)
+        return txn.branches.map(\.rm).filter(rms.contains).map {
+            .decision(rm: $0, DecisionMessage(txnID: txnID, outcome: .abort, sender: sender, rolledBackAttempt: txn.attempt))
+        }
     }
 
     private func decisionMessages(_ txnID: TxnID, _ txn: ActiveTxn, _ outcome: Outcome, to rms: Set<String>) -> [Envelope] {
@@ -453,7 +558,7 @@ public struct Coordinator: Sendable {
         let epoch = epochs[partition]!
         active[txnID] = ActiveTxn(
             partition: partition, stamp: row.stamp, branches: row.branches, digest: branchesDigest(row.branches),
-            phase: .preparing(votes: [:], deadline: now))
+            phase: .preparing(votes: [:], deadline: now), since: now)
         var output = CoordinatorOutput()
         output.recordsToAppend = [PartitionRecord(partition: partition, record: .start(txnID: txnID, epoch: epoch, stamp: row.stamp, branches: row.branches))]
         guard let decision = row.decision, mutant != .takeoverAbortsCommitted else {

@@ -20,6 +20,14 @@ public struct Limits: Sendable, Equatable {
     public var decisionRetryMax: UInt64 = 2_000
     /// How long an RM waits for a lock before it votes NO.
     public var lockWaitTimeout: UInt64 = 500
+    /// Attempts a txn gets when participants refuse it for contention (wait-die, a lock wait
+    /// timeout): each further attempt keeps the txn's start stamp. 1 turns retries off.
+    public var attemptsMax: UInt32 = 10
+    /// Ticks from a txn's submit after which no further attempt starts.
+    public var retryWindow: UInt64 = 3_000
+    /// Pause before a further attempt: doubles per attempt up to `retryBackoffMax`.
+    public var retryBackoffInitial: UInt64 = 2
+    public var retryBackoffMax: UInt64 = 100
 
     public init() {}
 
@@ -34,6 +42,12 @@ public struct Limits: Sendable, Equatable {
         }
         guard decisionRetryInitial > 0, decisionRetryInitial <= decisionRetryMax else {
             throw .invalid(field: "limits.decisionRetry", reason: "initial must be in 1...max")
+        }
+        guard attemptsMax >= 1, attemptsMax <= 1_000 else {
+            throw .invalid(field: "retries.attemptsMax", reason: "must be in 1...1000 (1: no retries)")
+        }
+        guard retryBackoffInitial > 0, retryBackoffInitial <= retryBackoffMax else {
+            throw .invalid(field: "retries.backoffInitialMs", reason: "must be in 1...backoffMaxMs")
         }
         return self
     }

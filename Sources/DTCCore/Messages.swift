@@ -13,9 +13,17 @@ public struct Sender: Hashable, Sendable {
     }
 }
 
+/// A txn's attempt at its participants, 0 for the first. A PREPARE that some participant
+/// refused for contention (wait-die, a lock wait timeout) is rolled back everywhere and sent
+/// again as the next attempt, with the txn's original start stamp, so a retried txn ages and
+/// wait-die cannot starve it. A participant refuses a PREPARE of an attempt older than one it
+/// has seen, and a rollback of an attempt never touches a later one.
+public typealias Attempt = UInt32
+
 public struct PrepareMessage: Hashable, Sendable {
     public var txnID: TxnID
     public var stamp: StartStamp
+    public var attempt: Attempt
     public var sender: Sender
     public var branch: Branch
     /// Every participant of the txn (this one included): a participant's ledger keeps them, so
@@ -23,9 +31,10 @@ public struct PrepareMessage: Hashable, Sendable {
     /// committed.
     public var participants: [String]
 
-    public init(txnID: TxnID, stamp: StartStamp, sender: Sender, branch: Branch, participants: [String]) {
+    public init(txnID: TxnID, stamp: StartStamp, attempt: Attempt = 0, sender: Sender, branch: Branch, participants: [String]) {
         self.txnID = txnID
         self.stamp = stamp
+        self.attempt = attempt
         self.sender = sender
         self.branch = branch
         self.participants = participants
@@ -37,16 +46,27 @@ public enum Outcome: String, Hashable, Sendable {
     case abort
 }
 
+/// The txn's decision (`rolledBackAttempt` nil): COMMIT applies to the attempt the participant
+/// holds prepared, ABORT to every attempt. Or the rollback of one attempt before the next
+/// (`rolledBackAttempt` set, outcome ABORT): it rolls back that attempt or an earlier one the
+/// participant holds, never a later one, and is not the txn's end. A coordinator prepares the
+/// next attempt only once every participant acknowledged the rollback, so a participant never
+/// holds two attempts of a txn and a COMMIT needs no attempt number.
 public struct DecisionMessage: Hashable, Sendable {
     public var txnID: TxnID
     public var outcome: Outcome
     public var sender: Sender
+    public var rolledBackAttempt: Attempt?
 
-    public init(txnID: TxnID, outcome: Outcome, sender: Sender) {
+    public init(txnID: TxnID, outcome: Outcome, sender: Sender, rolledBackAttempt: Attempt? = nil) {
+        precondition(rolledBackAttempt == nil || outcome == .abort, "only an ABORT rolls back one attempt")
         self.txnID = txnID
         self.outcome = outcome
         self.sender = sender
+        self.rolledBackAttempt = rolledBackAttempt
     }
+
+    public var isFinal: Bool { rolledBackAttempt == nil }
 }
 
 public enum Vote: Hashable, Sendable {

@@ -23,4 +23,11 @@ package enum Mutant: String, Sendable, CaseIterable {
     case releaseOnLocalSync
     /// A follower acknowledges appends as they arrive, before they are durable.
     case followerAcksBeforeDurable
+    /// A coordinator retries a txn's PREPARE under a fresh start stamp, so a retried txn never
+    /// ages and wait-die can starve it.
+    case retryWithFreshStamp
+    /// A coordinator retries a txn's PREPARE under the attempt number it just rolled back.
+    case retryReusesAttempt
+    /// A participant applies the rollback of an attempt to a later attempt it holds.
+    case rollbackAnyAttempt
 }

@@ -242,29 +242,32 @@ public struct NodeMachine: Sendable {
         out.answers.append((requester, answer))
     }
 
-    private mutating func votesReceived(_ votes: [(TxnID, Vote)], from rm: String) {
+    private mutating func votesReceived(_ votes: [VoteReply], from rm: String) {
         var output = CoordinatorOutput()
-        for (txnID, vote) in votes {
-            unanswered[rm]?.remove(txnID)
-            output.merge(coordinator.voteReceived(vote, txn: txnID, from: rm, now: now))
+        for vote in votes {
+            if vote.attempt == coordinator.attempt(of: vote.txnID) { unanswered[rm]?.remove(vote.txnID) }
+            output.merge(coordinator.voteReceived(vote.vote, attempt: vote.attempt, txn: vote.txnID, from: rm, now: now))
         }
         apply(output)
     }
 
     /// A refused decision (a stale epoch) counts as acknowledged: the RM has a decision from a
     /// newer leader, which finishes the txn.
-    private mutating func acksReceived(_ acks: [(TxnID, accepted: Bool, reason: String)], from rm: String) {
+    private mutating func acksReceived(_ acks: [AckReply], from rm: String) {
         var output = CoordinatorOutput()
-        for (txnID, accepted, reason) in acks {
-            if !accepted { out.observations.append(.decisionRefused(rm: rm, txnID, reason: reason)) }
-            output.merge(coordinator.ackReceived(txn: txnID, from: rm))
+        for ack in acks {
+            if !ack.accepted { out.observations.append(.decisionRefused(rm: rm, ack.txnID, reason: ack.reason)) }
+            output.merge(coordinator.ackReceived(txn: ack.txnID, from: rm, rolledBackAttempt: ack.rolledBackAttempt, now: now))
         }
         apply(output)
     }
 
     private mutating func rmStreamBroken(_ rm: String, reason: String) {
         guard let lost = unanswered.removeValue(forKey: rm), !lost.isEmpty else { return }
-        votesReceived(lost.sorted().map { ($0, .no(reason: AbortReason(.unavailable, reason))) }, from: rm)
+        let votes = lost.sorted().map { txnID in
+            VoteReply(txnID: txnID, vote: .no(reason: AbortReason(.unavailable, reason)), attempt: coordinator.attempt(of: txnID) ?? 0)
+        }
+        votesReceived(votes, from: rm)
     }
 
     // MARK: - Time

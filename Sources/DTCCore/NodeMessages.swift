@@ -206,8 +206,8 @@ public enum NodeEvent: Sendable {
     case resolve(TxnID, partition: UInt32, from: Requester)
     /// A txn's state, answered once everything appended so far is on a quorum.
     case query(TxnID, from: Requester)
-    case votes([(TxnID, Vote)], from: String)
-    case acks([(TxnID, accepted: Bool, reason: String)], from: String)
+    case votes([VoteReply], from: String)
+    case acks([AckReply], from: String)
     /// The stream to an RM broke: its unanswered PREPAREs count as NO.
     case rmStreamBroken(String, reason: String)
     case peer(PeerMessage, from: String)

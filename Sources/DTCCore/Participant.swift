@@ -6,6 +6,7 @@ import DequeModule
 public struct PreparedTxn: Hashable, Sendable {
     public var txnID: TxnID
     public var stamp: StartStamp
+    public var attempt: Attempt
     public var sender: Sender
     public var kind: String
     public var keys: [String]
@@ -13,9 +14,10 @@ public struct PreparedTxn: Hashable, Sendable {
     /// Every participant of the txn, for the ledger entry of its decision.
     public var participants: [String]
 
-    public init(txnID: TxnID, stamp: StartStamp, sender: Sender, kind: String, keys: [String], writes: [Write], participants: [String]) {
+    public init(txnID: TxnID, stamp: StartStamp, attempt: Attempt = 0, sender: Sender, kind: String, keys: [String], writes: [Write], participants: [String]) {
         self.txnID = txnID
         self.stamp = stamp
+        self.attempt = attempt
         self.sender = sender
         self.kind = kind
         self.keys = keys
@@ -23,13 +25,14 @@ public struct PreparedTxn: Hashable, Sendable {
         self.participants = participants
     }
 
-    /// The first byte of every stored prepared txn; any other version is refused.
-    public static let formatVersion: UInt8 = 2
+    /// The first byte of every stored prepared txn. Version 3 added the attempt; version 2
+    /// (no attempt) is read as attempt 0; any other version is refused.
+    public static let formatVersion: UInt8 = 3
 
     public func encoded() -> [UInt8] {
         var writer = ByteWriter()
         writer.write(Self.formatVersion)
-        writer.write(txnID.rawValue); writer.write(stamp)
+        writer.write(txnID.rawValue); writer.write(stamp); writer.write(attempt)
         writer.write(sender.partition); writer.write(sender.epoch); writer.write(sender.node)
         writer.write(kind)
         writer.write(strings: keys)
@@ -45,9 +48,10 @@ public struct PreparedTxn: Hashable, Sendable {
 
     public init(decoding bytes: [UInt8]) throws(RecordDecodingError) {
         var reader = ByteReader(bytes)
-        try reader.expectVersion(Self.formatVersion)
+        let version = try reader.readVersion(accepting: 2...Self.formatVersion)
         txnID = TxnID(try reader.readString())
         stamp = try reader.readUInt64()
+        attempt = version >= 3 ? try reader.readUInt32() : 0
         sender = Sender(partition: try reader.readUInt32(), epoch: try reader.readEpoch(), node: try reader.readString())
         kind = try reader.readString()
         keys = try reader.readStrings()
@@ -69,14 +73,15 @@ public struct PreparedTxn: Hashable, Sendable {
 public enum ParticipantRecord: Hashable, Sendable {
     case prepared(PreparedTxn)
     /// `participants`: every participant of the txn, or none where this one never learned
-    /// them (a tombstone).
-    case committed(txnID: TxnID, writes: [Write], epoch: Epoch, seenEpoch: Epoch, participants: [String])
-    case aborted(txnID: TxnID, epoch: Epoch, seenEpoch: Epoch, participants: [String])
+    /// them (a tombstone). `attempt`: the attempt committed; for an abort, the last attempt it
+    /// covers (`Attempt.max`: the txn's final ABORT, which covers every attempt).
+    case committed(txnID: TxnID, attempt: Attempt, writes: [Write], epoch: Epoch, seenEpoch: Epoch, participants: [String])
+    case aborted(txnID: TxnID, attempt: Attempt, epoch: Epoch, seenEpoch: Epoch, participants: [String])
 
     public var txnID: TxnID {
         switch self {
         case .prepared(let txn): txn.txnID
-        case .committed(let id, _, _, _, _), .aborted(let id, _, _, _): id
+        case .committed(let id, _, _, _, _, _), .aborted(let id, _, _, _, _): id
         }
     }
 }
@@ -84,10 +89,13 @@ public enum ParticipantRecord: Hashable, Sendable {
 public struct VoteReply: Hashable, Sendable {
     public var txnID: TxnID
     public var vote: Vote
+    /// The attempt the PREPARE named: a coordinator counts only votes of its current attempt.
+    public var attempt: Attempt
 
-    public init(txnID: TxnID, vote: Vote) {
+    public init(txnID: TxnID, vote: Vote, attempt: Attempt = 0) {
         self.txnID = txnID
         self.vote = vote
+        self.attempt = attempt
     }
 }
 
@@ -96,11 +104,14 @@ public struct AckReply: Hashable, Sendable {
     /// False when the participant refused the decision; `reason` says why.
     public var accepted: Bool
     public var reason: String
+    /// The decision's `rolledBackAttempt`: nil acknowledges the txn's decision.
+    public var rolledBackAttempt: Attempt?
 
-    public init(txnID: TxnID, accepted: Bool, reason: String) {
+    public init(txnID: TxnID, accepted: Bool, reason: String, rolledBackAttempt: Attempt? = nil) {
         self.txnID = txnID
         self.accepted = accepted
         self.reason = reason
+        self.rolledBackAttempt = rolledBackAttempt
     }
 }
 
@@ -162,6 +173,8 @@ public struct ParticipantMachine: Sendable {
         public var refused: UInt64 = 0
         public var staleEpochRefusals: UInt64 = 0
         public var conflictingDecisions: UInt64 = 0
+        /// Attempts rolled back so that the coordinator could prepare the txn again.
+        public var attemptsRolledBack: UInt64 = 0
         public var ledgerLookups: UInt64 = 0
     }
 
@@ -169,15 +182,18 @@ public struct ParticipantMachine: Sendable {
     private enum Phase: Sendable {
         case waitingForLocks(PrepareMessage, keys: [String], deadline: UInt64)
         case reading(PrepareMessage, keys: [String])
-        case persistingPrepared(PreparedTxn, rollbackRequested: Epoch?)
+        /// A ROLLBACK came while the prepared record was being made durable.
+        case persistingPrepared(PreparedTxn, rollbackRequested: DecisionMessage?)
         case prepared(PreparedTxn, since: UInt64)
-        case applying(Outcome, PreparedTxn?)
+        /// `rolledBackAttempt`: the decision is the rollback of that attempt, not the txn's end.
+        case applying(Outcome, PreparedTxn?, rolledBackAttempt: Attempt?)
     }
 
     private struct ActiveTxn: Sendable {
         var phase: Phase
         /// The highest epoch seen for the txn; decisions from lower ones are refused.
         var epoch: Epoch
+        var attempt: Attempt
         var voteRoutes: [ReplyRoute] = []
         var ackRoutes: [ReplyRoute] = []
     }
@@ -186,7 +202,12 @@ public struct ParticipantMachine: Sendable {
         /// `nil` reason: committed.
         var abortReason: AbortReason?
         var epoch: Epoch
+        /// The attempt committed or refused; for a rollback, the last attempt it covers
+        /// (`Attempt.max`: the txn's final ABORT).
+        var attempt: Attempt
         var outcome: Outcome { abortReason == nil ? .commit : .abort }
+        /// A later attempt may still be prepared here.
+        var allowsLaterAttempt: Bool { outcome == .abort && attempt != .max }
     }
 
     public let limits: Limits
@@ -234,40 +255,60 @@ public struct ParticipantMachine: Sendable {
         ledger: (TxnID) -> LedgerEntry?
     ) -> ParticipantOutput {
         let id = message.txnID
+        let attempt = message.attempt
         if var txn = active[id] {
             // A PREPARE from a newer leader raises the epoch below which decisions are refused.
             txn.epoch = max(txn.epoch, message.sender.epoch)
             active[id] = txn
+            guard attempt == txn.attempt else {
+                // An earlier attempt's late PREPARE, or the next attempt's before this one's
+                // rollback: the coordinator counts neither.
+                let text = attempt < txn.attempt ? "attempt \(attempt) superseded by attempt \(txn.attempt)" : "attempt \(txn.attempt) is still held here"
+                return reply(route, .vote(VoteReply(txnID: id, vote: .no(reason: AbortReason(.contention, text)), attempt: attempt)))
+            }
             return repeatedVote(id, route)
         }
-        if var done = finishedTxn(id, ledger) {
+        if var done = finishedTxn(id, ledger), !(attempt > done.attempt && done.allowsLaterAttempt && message.sender.epoch >= done.epoch) {
             // A newer leader's PREPARE raises the fence for finished txns too.
             if message.sender.epoch > done.epoch {
                 done.epoch = message.sender.epoch
                 finished[id] = done
             }
-            return reply(route, .vote(VoteReply(txnID: id, vote: done.abortReason.map { .no(reason: $0) } ?? .yes)))
+            return reply(route, .vote(VoteReply(txnID: id, vote: Self.recordedVote(done, attempt: attempt), attempt: attempt)))
         }
         let lockKeys: [String]
         switch Self.checked(keys, limits: limits) {
         case .failure(let refusal):
-            return refuse(id, epoch: message.sender.epoch, AbortReason(.refused, refusal.reason), routes: [route])
+            return refuse(id, epoch: message.sender.epoch, attempt: attempt, AbortReason(.refused, refusal.reason), routes: [route])
         case .success(let checked):
             lockKeys = checked
         }
         var output = ParticipantOutput()
         switch locks.acquire(lockKeys, for: id, stamp: message.stamp) {
         case .granted:
-            active[id] = ActiveTxn(phase: .reading(message, keys: lockKeys), epoch: message.sender.epoch, voteRoutes: [route])
+            active[id] = ActiveTxn(phase: .reading(message, keys: lockKeys), epoch: message.sender.epoch, attempt: attempt, voteRoutes: [route])
             output.plans.append(PlanRequest(txnID: id, branch: message.branch, keys: lockKeys))
         case .waiting:
             let deadline = now + limits.lockWaitTimeout
-            active[id] = ActiveTxn(phase: .waitingForLocks(message, keys: lockKeys, deadline: deadline), epoch: message.sender.epoch, voteRoutes: [route])
+            active[id] = ActiveTxn(
+                phase: .waitingForLocks(message, keys: lockKeys, deadline: deadline), epoch: message.sender.epoch, attempt: attempt, voteRoutes: [route])
             watched.insert(id)
         case .died(let holder):
-            output = refuse(id, epoch: message.sender.epoch, AbortReason(.contention, "wait-die: younger than lock holder \(holder)"), routes: [route])
+            output = refuse(id, epoch: message.sender.epoch, attempt: attempt, AbortReason(.contention, "wait-die: younger than lock holder \(holder)"), routes: [route])
         }
         return output
+    }
+
+    /// What a PREPARE of `attempt` is told about a finished txn: its recorded vote for that
+    /// attempt, NO for any other.
+    private static func recordedVote(_ done: FinishedTxn, attempt: Attempt) -> Vote {
+        switch done.abortReason {
+        case nil where attempt == done.attempt: .yes
+        case nil: .no(reason: AbortReason(.refused, "attempt \(attempt) superseded: attempt \(done.attempt) committed"))
+        case let reason? where attempt == done.attempt: .no(reason: reason)
+        case let reason? where done.attempt == .max || attempt > done.attempt: .no(reason: reason)
+        case _: .no(reason: AbortReason(.refused, "attempt \(attempt) superseded by attempt \(done.attempt)"))
+        }
     }
 
     /// The participant's logic planned the branch against committed state: persist the
@@ -286,12 +327,14 @@ public struct ParticipantMachine: Sendable {
             return refuseActive(txnID, AbortReason(.refused, "participant error: writes key '\(stray.key)' that the branch does not lock"), now: now)
         }
         let prepared = PreparedTxn(
-            txnID: txnID, stamp: message.stamp, sender: message.sender, kind: message.branch.kind, keys: keys, writes: writes,
+            txnID: txnID, stamp: message.stamp, attempt: message.attempt, sender: message.sender, kind: message.branch.kind, keys: keys, writes: writes,
             participants: message.participants)
         active[txnID]!.phase = .persistingPrepared(prepared, rollbackRequested: nil)
         var output = ParticipantOutput()
         output.recordsToPersist = [.prepared(prepared)]
-        if mutant == .yesBeforeDurable { output.replies = Self.routes(&active[txnID]!.voteRoutes, .vote(VoteReply(txnID: txnID, vote: .yes))) }
+        if mutant == .yesBeforeDurable {
+            output.replies = Self.routes(&active[txnID]!.voteRoutes, .vote(VoteReply(txnID: txnID, vote: .yes, attempt: message.attempt)))
+        }
         return output
     }
 
@@ -307,7 +350,11 @@ public struct ParticipantMachine: Sendable {
         }
         if epoch < txn.epoch && mutant != .ignoreEpochs {
             counters.staleEpochRefusals += 1
-            return reply(route, .ack(AckReply(txnID: id, accepted: false, reason: "stale epoch \(epoch) < \(txn.epoch)")))
+            return reply(route, .ack(AckReply(txnID: id, accepted: false, reason: "stale epoch \(epoch) < \(txn.epoch)", rolledBackAttempt: message.rolledBackAttempt)))
+        }
+        if let rolledBack = message.rolledBackAttempt, rolledBack < txn.attempt, mutant != .rollbackAnyAttempt {
+            // The rollback of an earlier attempt: it never touches this one.
+            return reply(route, .ack(AckReply(txnID: id, accepted: true, reason: "", rolledBackAttempt: rolledBack)))
         }
         let seen = txn.epoch
         txn.epoch = epoch
@@ -315,20 +362,21 @@ public struct ParticipantMachine: Sendable {
         switch (txn.phase, message.outcome) {
         case (.prepared(let prepared, _), let outcome):
             waitForAck(id, route)
-            return startApplying(id, outcome, prepared, epoch: epoch, seen: seen)
-        case (.applying(let applying, _), let outcome) where applying == outcome:
+            return startApplying(id, outcome, prepared, epoch: epoch, seen: seen, rolledBackAttempt: message.rolledBackAttempt)
+        case (.applying(let applying, _, _), let outcome) where applying == outcome:
             waitForAck(id, route)
             return ParticipantOutput()
         case (.persistingPrepared(let prepared, _), .abort):
             waitForAck(id, route)
-            active[id]!.phase = .persistingPrepared(prepared, rollbackRequested: epoch)
+            active[id]!.phase = .persistingPrepared(prepared, rollbackRequested: message)
             return ParticipantOutput()
         case (.waitingForLocks, .abort), (.reading, .abort):
             waitForAck(id, route)
             locks.withdraw(id)
             var output = releaseLocks(of: id, now: now)
-            output.replies += Self.routes(&active[id]!.voteRoutes, .vote(VoteReply(txnID: id, vote: .no(reason: AbortReason(.refused, "rolled back before it was prepared")))))
-            output.merge(startApplying(id, .abort, nil, epoch: epoch, seen: seen))
+            let no = VoteReply(txnID: id, vote: .no(reason: AbortReason(.refused, "rolled back before it was prepared")), attempt: txn.attempt)
+            output.replies += Self.routes(&active[id]!.voteRoutes, .vote(no))
+            output.merge(startApplying(id, .abort, nil, epoch: epoch, seen: seen, rolledBackAttempt: message.rolledBackAttempt))
             return output
         case (.applying, _), (.waitingForLocks, .commit), (.reading, .commit), (.persistingPrepared, .commit):
             counters.conflictingDecisions += 1
@@ -347,7 +395,7 @@ public struct ParticipantMachine: Sendable {
         for record in records {
             switch record {
             case .prepared(let prepared): output.merge(preparedDurable(prepared.txnID, now: now))
-            case .committed(let id, _, _, _, _), .aborted(let id, _, _, _): output.merge(decisionDurable(id, now: now))
+            case .committed(let id, _, _, _, _, _), .aborted(let id, _, _, _, _): output.merge(decisionDurable(id, now: now))
             }
         }
         return output
@@ -366,7 +414,7 @@ public struct ParticipantMachine: Sendable {
             case .waitingForLocks(_, _, let deadline) where now >= deadline:
                 locks.withdraw(id)
                 watched.remove(id)
-                output.merge(refuse(id, epoch: txn.epoch, AbortReason(.contention, "lock wait timeout"), routes: txn.voteRoutes))
+                output.merge(refuse(id, epoch: txn.epoch, attempt: txn.attempt, AbortReason(.contention, "lock wait timeout"), routes: txn.voteRoutes))
             case .prepared(let prepared, let since) where now >= since + inquiryAfter:
                 active[id]!.phase = .prepared(prepared, since: now)
                 output.inquiries.append(prepared)
@@ -388,7 +436,7 @@ public struct ParticipantMachine: Sendable {
                 let acquisition = locks.acquire(txn.keys, for: txn.txnID, stamp: txn.stamp)
                 precondition(acquisition == .granted, "prepared txns \(txn.txnID) conflict on recovery: \(acquisition)")
             }
-            active[txn.txnID] = ActiveTxn(phase: .prepared(txn, since: now), epoch: txn.sender.epoch)
+            active[txn.txnID] = ActiveTxn(phase: .prepared(txn, since: now), epoch: txn.sender.epoch, attempt: txn.attempt)
             watched.insert(txn.txnID)
         }
     }
@@ -404,7 +452,7 @@ public struct ParticipantMachine: Sendable {
         case .reading: "reading"
         case .persistingPrepared: "preparing"
         case .prepared: "prepared"
-        case .applying(let outcome, _): outcome == .commit ? "committing" : "rolling-back"
+        case .applying(let outcome, _, _): outcome == .commit ? "committing" : "rolling-back"
         }
     }
 
@@ -425,7 +473,7 @@ public struct ParticipantMachine: Sendable {
         if let done = finished[id] { return done }
         counters.ledgerLookups += 1
         guard let entry = ledger(id) else { return nil }
-        let done = FinishedTxn(abortReason: entry.outcome == .commit ? nil : Self.rolledBack, epoch: entry.epoch)
+        let done = FinishedTxn(abortReason: entry.outcome == .commit ? nil : Self.rolledBack, epoch: entry.epoch, attempt: entry.attempt)
         remember(id, done)
         return done
     }
@@ -445,20 +493,29 @@ public struct ParticipantMachine: Sendable {
             guard message.outcome == .abort else {
                 return reply(route, .ack(AckReply(txnID: id, accepted: false, reason: "commit of a txn this participant never prepared")))
             }
-            // A tombstone: a PREPARE that arrives later is answered NO.
-            active[id] = ActiveTxn(phase: .applying(.abort, nil), epoch: epoch, ackRoutes: route.map { [$0] } ?? [])
-            return startApplying(id, .abort, nil, epoch: epoch, seen: .zero)
+            return entomb(message, route, seen: .zero)
         }
         if epoch < done.epoch && mutant != .ignoreEpochs {
             counters.staleEpochRefusals += 1
-            return reply(route, .ack(AckReply(txnID: id, accepted: false, reason: "stale epoch \(epoch) < \(done.epoch)")))
+            return reply(route, .ack(AckReply(txnID: id, accepted: false, reason: "stale epoch \(epoch) < \(done.epoch)", rolledBackAttempt: message.rolledBackAttempt)))
+        }
+        if let rolledBack = message.rolledBackAttempt {
+            // The rollback of one attempt: done already if this participant finished that
+            // attempt or a later one; else a tombstone for it, so its late PREPARE is refused.
+            guard done.allowsLaterAttempt, rolledBack > done.attempt else {
+                return reply(route, .ack(AckReply(txnID: id, accepted: true, reason: "", rolledBackAttempt: rolledBack)))
+            }
+            return entomb(message, route, seen: done.epoch)
         }
         if done.outcome == message.outcome {
+            // A final ABORT after the rollback of an attempt: recorded, so that no later
+            // attempt's PREPARE is taken.
+            if done.allowsLaterAttempt { return entomb(message, route, seen: done.epoch) }
             // Acknowledging a newer leader's decision fences the older leaders' from now on.
             if epoch > done.epoch { finished[id]!.epoch = epoch }
             if mutant == .applyDuplicateCommit && done.outcome == .commit {
-                active[id] = ActiveTxn(phase: .applying(.commit, nil), epoch: epoch, ackRoutes: route.map { [$0] } ?? [])
-                return startApplying(id, .commit, nil, epoch: epoch, seen: done.epoch)
+                active[id] = ActiveTxn(phase: .applying(.commit, nil, rolledBackAttempt: nil), epoch: epoch, attempt: done.attempt, ackRoutes: route.map { [$0] } ?? [])
+                return startApplying(id, .commit, nil, epoch: epoch, seen: done.epoch, rolledBackAttempt: nil)
             }
             return reply(route, .ack(AckReply(txnID: id, accepted: true, reason: "")))
         }
@@ -467,16 +524,28 @@ public struct ParticipantMachine: Sendable {
         return reply(route, .ack(AckReply(txnID: id, accepted: false, reason: "conflicting decision \(message.outcome.rawValue) for a txn in state \(state)")))
     }
 
+    /// An ABORT (final, or the rollback of an attempt) of a txn with nothing to roll back here:
+    /// recorded durably, so that a PREPARE it covers, arriving late, is answered NO.
+    private mutating func entomb(_ message: DecisionMessage, _ route: ReplyRoute?, seen: Epoch) -> ParticipantOutput {
+        let id = message.txnID
+        let attempt = message.rolledBackAttempt ?? .max
+        active[id] = ActiveTxn(
+            phase: .applying(.abort, nil, rolledBackAttempt: message.rolledBackAttempt), epoch: message.sender.epoch, attempt: attempt,
+            ackRoutes: route.map { [$0] } ?? [])
+        return startApplying(id, .abort, nil, epoch: message.sender.epoch, seen: seen, rolledBackAttempt: message.rolledBackAttempt)
+    }
+
     private mutating func repeatedVote(_ id: TxnID, _ route: ReplyRoute) -> ParticipantOutput {
+        let attempt = active[id]!.attempt
         switch active[id]!.phase {
         case .waitingForLocks, .reading, .persistingPrepared:
             // Answered when the first PREPARE's vote is ready, once per route.
             if !active[id]!.voteRoutes.contains(route) { active[id]!.voteRoutes.append(route) }
             return ParticipantOutput()
-        case .prepared, .applying(.commit, _):
-            return reply(route, .vote(VoteReply(txnID: id, vote: .yes)))
-        case .applying(.abort, _):
-            return reply(route, .vote(VoteReply(txnID: id, vote: .no(reason: Self.rolledBack))))
+        case .prepared, .applying(.commit, _, _):
+            return reply(route, .vote(VoteReply(txnID: id, vote: .yes, attempt: attempt)))
+        case .applying(.abort, _, _):
+            return reply(route, .vote(VoteReply(txnID: id, vote: .no(reason: Self.rolledBack), attempt: attempt)))
         }
     }
 
@@ -488,9 +557,9 @@ public struct ParticipantMachine: Sendable {
         active[txnID]!.phase = .prepared(prepared, since: now)
         watched.insert(txnID)
         var output = ParticipantOutput()
-        output.replies = Self.routes(&active[txnID]!.voteRoutes, .vote(VoteReply(txnID: txnID, vote: .yes)))
+        output.replies = Self.routes(&active[txnID]!.voteRoutes, .vote(VoteReply(txnID: txnID, vote: .yes, attempt: prepared.attempt)))
         if let rollback {
-            output.merge(startApplying(txnID, .abort, prepared, epoch: rollback, seen: txn.epoch))
+            output.merge(startApplying(txnID, .abort, prepared, epoch: rollback.sender.epoch, seen: txn.epoch, rolledBackAttempt: rollback.rolledBackAttempt))
         }
         return output
     }
@@ -498,49 +567,58 @@ public struct ParticipantMachine: Sendable {
     /// The decision is durable: release the locks (waking waiters), ack, and keep the outcome
     /// in the cache.
     private mutating func decisionDurable(_ txnID: TxnID, now: UInt64) -> ParticipantOutput {
-        guard let txn = active[txnID], case .applying(let outcome, _) = txn.phase else {
+        guard let txn = active[txnID], case .applying(let outcome, _, let rolledBackAttempt) = txn.phase else {
             preconditionFailure("decisionDurable for \(txnID) in state \(stateName(of: txnID) ?? "unknown")")
         }
-        if outcome == .commit { counters.committed += 1 } else { counters.aborted += 1 }
+        if outcome == .commit { counters.committed += 1 } else if rolledBackAttempt == nil { counters.aborted += 1 } else { counters.attemptsRolledBack += 1 }
         var output = releaseLocks(of: txnID, now: now)
         var ackRoutes = txn.ackRoutes
-        output.replies += Self.routes(&ackRoutes, .ack(AckReply(txnID: txnID, accepted: true, reason: "")))
+        output.replies += Self.routes(&ackRoutes, .ack(AckReply(txnID: txnID, accepted: true, reason: "", rolledBackAttempt: rolledBackAttempt)))
         active[txnID] = nil
-        remember(txnID, FinishedTxn(abortReason: outcome == .commit ? nil : Self.rolledBack, epoch: txn.epoch))
+        remember(txnID, FinishedTxn(abortReason: outcome == .commit ? nil : Self.rolledBack, epoch: txn.epoch, attempt: txn.attempt))
         return output
     }
 
     /// Votes NO for a txn that holds no locks (any more) and remembers the refusal. The NO is
     /// kept in the cache only: an evicted refusal lets a very late repeated PREPARE be planned
     /// again, which its inquiry then resolves.
-    private mutating func refuse(_ id: TxnID, epoch: Epoch, _ reason: AbortReason, routes waiting: [ReplyRoute]) -> ParticipantOutput {
+    /// A refusal for contention allows the next attempt; any other is the txn's end here (the
+    /// coordinator retries only after contention, and a later attempt is told this NO).
+    private mutating func refuse(_ id: TxnID, epoch: Epoch, attempt: Attempt, _ reason: AbortReason, routes waiting: [ReplyRoute]) -> ParticipantOutput {
         counters.refused += 1
         var routes = waiting
         if let txn = active.removeValue(forKey: id) { routes = txn.voteRoutes }
-        remember(id, FinishedTxn(abortReason: reason, epoch: epoch))
+        remember(id, FinishedTxn(abortReason: reason, epoch: epoch, attempt: reason.cause == .contention ? attempt : .max))
         var output = ParticipantOutput()
-        output.replies = routes.map { RoutedReply(route: $0, reply: .vote(VoteReply(txnID: id, vote: .no(reason: reason)))) }
+        output.replies = routes.map { RoutedReply(route: $0, reply: .vote(VoteReply(txnID: id, vote: .no(reason: reason), attempt: attempt))) }
         return output
     }
 
     /// Refuses a txn whose locks are held (it was planning): releases them first.
     private mutating func refuseActive(_ id: TxnID, _ reason: AbortReason, now: UInt64) -> ParticipantOutput {
         let epoch = active[id]!.epoch
+        let attempt = active[id]!.attempt
         var output = releaseLocks(of: id, now: now)
-        output.merge(refuse(id, epoch: epoch, reason, routes: []))
+        output.merge(refuse(id, epoch: epoch, attempt: attempt, reason, routes: []))
         return output
     }
 
     /// `seen` is the highest epoch known for the txn before this decision (`.zero` if none).
-    private mutating func startApplying(_ id: TxnID, _ outcome: Outcome, _ prepared: PreparedTxn?, epoch: Epoch, seen: Epoch) -> ParticipantOutput {
-        active[id]!.phase = .applying(outcome, prepared)
+    /// The record names the attempt committed, the attempt rolled back, or `Attempt.max` for
+    /// the txn's final ABORT.
+    private mutating func startApplying(
+        _ id: TxnID, _ outcome: Outcome, _ prepared: PreparedTxn?, epoch: Epoch, seen: Epoch, rolledBackAttempt: Attempt?
+    ) -> ParticipantOutput {
+        let attempt = outcome == .commit ? active[id]!.attempt : rolledBackAttempt ?? .max
+        active[id]!.phase = .applying(outcome, prepared, rolledBackAttempt: rolledBackAttempt)
         active[id]!.epoch = epoch
+        active[id]!.attempt = attempt
         var output = ParticipantOutput()
         let participants = prepared?.participants ?? []
         output.recordsToPersist = [
             outcome == .commit
-                ? .committed(txnID: id, writes: prepared?.writes ?? [], epoch: epoch, seenEpoch: seen, participants: participants)
-                : .aborted(txnID: id, epoch: epoch, seenEpoch: seen, participants: participants)
+                ? .committed(txnID: id, attempt: attempt, writes: prepared?.writes ?? [], epoch: epoch, seenEpoch: seen, participants: participants)
+                : .aborted(txnID: id, attempt: attempt, epoch: epoch, seenEpoch: seen, participants: participants)
         ]
         return output
     }
@@ -570,7 +648,8 @@ public struct ParticipantMachine: Sendable {
             output.plans.append(PlanRequest(txnID: id, branch: message.branch, keys: keys))
         }
         for (id, holder) in died {
-            output.merge(refuse(id, epoch: active[id]?.epoch ?? .zero, AbortReason(.contention, "wait-die: younger than lock holder \(holder)"), routes: []))
+            let reason = AbortReason(.contention, "wait-die: younger than lock holder \(holder)")
+            output.merge(refuse(id, epoch: active[id]?.epoch ?? .zero, attempt: active[id]?.attempt ?? 0, reason, routes: []))
         }
         return output
     }

@@ -28,19 +28,29 @@ public struct PlanRefusal: Error, Hashable, Sendable, ExpressibleByStringLiteral
 /// (more than one means an effect was applied twice: invariant 5); `participants` are every
 /// participant of the txn as its PREPARE named them (empty for a tombstone), so a checker can
 /// tell from the ledgers alone that every branch of a committed txn committed (invariant 1).
+///
+/// `attempt` is the attempt committed or, for an abort, the last attempt rolled back
+/// (`Attempt.max` for the txn's final ABORT). A rollback of one attempt is followed by the next
+/// attempt's entry, which replaces it: `applications` counts decisions of the entry's attempt.
 public struct LedgerEntry: Hashable, Sendable {
     public var outcome: Outcome
+    public var attempt: Attempt
     public var epoch: Epoch
     public var seenEpoch: Epoch
     public var applications: UInt32
     public var participants: [String]
 
-    /// The first byte of every entry; any other is refused. (Version 1, 0x4c, had no
+    /// The first byte of every entry. Version 3 added the attempt; version 2 is read as the
+    /// first attempt's commit or a final abort; any other is refused. (Version 1, 0x4c, had no
     /// participants.)
-    public static let formatVersion: UInt8 = 2
+    public static let formatVersion: UInt8 = 3
 
-    public init(outcome: Outcome, epoch: Epoch, seenEpoch: Epoch = .zero, applications: UInt32 = 1, participants: [String] = []) {
+    public init(
+        outcome: Outcome, attempt: Attempt? = nil, epoch: Epoch, seenEpoch: Epoch = .zero, applications: UInt32 = 1,
+        participants: [String] = []
+    ) {
         self.outcome = outcome
+        self.attempt = attempt ?? (outcome == .commit ? 0 : .max)
         self.epoch = epoch
         self.seenEpoch = seenEpoch
         self.applications = applications
@@ -49,10 +59,15 @@ public struct LedgerEntry: Hashable, Sendable {
 
     public var isFromStaleEpoch: Bool { epoch < seenEpoch }
 
+    /// Whether this entry ends the txn here: a commit, or the final ABORT. A rolled-back attempt
+    /// is followed by the next one.
+    public var isFinal: Bool { outcome == .commit || attempt == .max }
+
     public func encoded() -> [UInt8] {
         var writer = ByteWriter()
         writer.write(Self.formatVersion)
         writer.write(outcome == .commit ? UInt8(1) : UInt8(2))
+        writer.write(attempt)
         writer.write(epoch)
         writer.write(seenEpoch)
         writer.write(applications)
@@ -62,12 +77,13 @@ public struct LedgerEntry: Hashable, Sendable {
 
     public init(decoding bytes: [UInt8]) throws(RecordDecodingError) {
         var reader = ByteReader(bytes)
-        try reader.expectVersion(Self.formatVersion)
+        let version = try reader.readVersion(accepting: 2...Self.formatVersion)
         switch try reader.readByte() {
         case 1: outcome = .commit
         case 2: outcome = .abort
         case let other: throw .badTag(other, at: 1)
         }
+        attempt = version >= 3 ? try reader.readUInt32() : (outcome == .commit ? 0 : .max)
         epoch = try reader.readEpoch()
         seenEpoch = try reader.readEpoch()
         applications = try reader.readUInt32()

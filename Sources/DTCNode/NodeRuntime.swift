@@ -116,13 +116,13 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
         step(.tick)
     }
 
-    func votesReceived(_ votes: [(TxnID, Vote)], from rm: String) {
+    func votesReceived(_ votes: [VoteReply], from rm: String) {
         let actions = machine.step(.votes(votes, from: rm), now: clock.now(), txnIDs: readTxnIDs, log: readRows)
         if actions.writes.contains(where: { $0.records.contains(where: \.isCommit) }) { CrashPoints.shared.reached(.afterVotes) }
         perform(actions)
     }
 
-    func acksReceived(_ acks: [(TxnID, accepted: Bool, reason: String)], from rm: String) {
+    func acksReceived(_ acks: [AckReply], from rm: String) {
         step(.acks(acks, from: rm))
     }
 

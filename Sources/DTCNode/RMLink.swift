@@ -6,8 +6,8 @@ import Synchronization
 
 /// What comes back from an RM, delivered to the node runtime in batches.
 protocol RMReplyHandler: Sendable {
-    func votesReceived(_ votes: [(TxnID, Vote)], from rm: String) async
-    func acksReceived(_ acks: [(TxnID, accepted: Bool, reason: String)], from rm: String) async
+    func votesReceived(_ votes: [VoteReply], from rm: String) async
+    func acksReceived(_ acks: [AckReply], from rm: String) async
     /// The stream broke: every PREPARE sent on it and not answered counts as NO.
     func streamBroken(to rm: String, reason: String) async
 }
@@ -132,11 +132,10 @@ final class RMLink: Sendable {
     private func deliver(_ message: Dtc_V1_RMResponse, _ replies: any RMReplyHandler) async {
         unansweredSince.withLock { $0 = nil }
         if !message.votes.isEmpty {
-            let votes = message.votes.map { (TxnID($0.txnID), Vote(wire: $0)) }
-            await replies.votesReceived(votes, from: rm)
+            await replies.votesReceived(message.votes.map(VoteReply.init(wire:)), from: rm)
         }
         if !message.acks.isEmpty {
-            await replies.acksReceived(message.acks.map { (TxnID($0.txnID), $0.accepted, $0.reason) }, from: rm)
+            await replies.acksReceived(message.acks.map(AckReply.init(wire:)), from: rm)
         }
     }
 

@@ -61,26 +61,30 @@ public final class ParticipantStore: Sendable {
         switch record {
         case .prepared(let txnState):
             try txn.put(prepared, txnState.txnID.rawValue, txnState.encoded())
-        case .committed(let txnID, let writes, let epoch, let seen, let participants):
+        case .committed(let txnID, let attempt, let writes, let epoch, let seen, let participants):
             for write in writes {
                 if let value = write.value { try txn.put(state, write.key, value) } else { try txn.delete(state, Array(write.key.utf8)) }
             }
             try txn.delete(prepared, Array(txnID.rawValue.utf8))
-            try writeLedger(txnID, .commit, epoch: epoch, seen: seen, participants: participants, into: txn, ledger)
-        case .aborted(let txnID, let epoch, let seen, let participants):
+            try writeLedger(txnID, .commit, attempt, epoch: epoch, seen: seen, participants: participants, into: txn, ledger)
+        case .aborted(let txnID, let attempt, let epoch, let seen, let participants):
             try txn.delete(prepared, Array(txnID.rawValue.utf8))
-            try writeLedger(txnID, .abort, epoch: epoch, seen: seen, participants: participants, into: txn, ledger)
+            try writeLedger(txnID, .abort, attempt, epoch: epoch, seen: seen, participants: participants, into: txn, ledger)
         }
     }
 
     /// Counts applications from what is on disk, not from what the machine believes, so that a
-    /// decision applied twice (after a restart, a duplicate, a bug) shows in the ledger.
+    /// decision applied twice (after a restart, a duplicate, a bug) shows in the ledger. The
+    /// rollback of one attempt is replaced by the next attempt's entry; applications count the
+    /// decisions of one attempt.
     private static func writeLedger(
-        _ txnID: TxnID, _ outcome: Outcome, epoch: Epoch, seen: Epoch, participants: [String], into txn: WriteTransaction, _ ledger: Database
+        _ txnID: TxnID, _ outcome: Outcome, _ attempt: Attempt, epoch: Epoch, seen: Epoch, participants: [String], into txn: WriteTransaction,
+        _ ledger: Database
     ) throws {
         let previous = try txn.get(ledger, txnID.rawValue).map { try LedgerEntry(decoding: $0) }
+        let sameDecision = previous.map { $0.attempt == attempt && $0.outcome == outcome } ?? false
         let entry = LedgerEntry(
-            outcome: outcome, epoch: epoch, seenEpoch: seen, applications: (previous?.applications ?? 0) + 1,
+            outcome: outcome, attempt: attempt, epoch: epoch, seenEpoch: seen, applications: sameDecision ? previous!.applications + 1 : 1,
             participants: participants.isEmpty ? previous?.participants ?? [] : participants)
         try txn.put(ledger, txnID.rawValue, entry.encoded())
     }

@@ -98,12 +98,14 @@ actor PostgresParticipant {
         streams[route]?.append(contentsOf: [reply])
     }
 
-    private func vote(_ route: ReplyRoute, _ txnID: TxnID, _ vote: Vote) {
-        reply(route, .vote(VoteReply(txnID: txnID, vote: vote)))
+    /// Votes name the PREPARE's attempt and acks the rollback's: the coordinator counts only
+    /// those of the attempt it is in.
+    private func vote(_ route: ReplyRoute, _ message: PrepareMessage, _ vote: Vote) {
+        reply(route, .vote(VoteReply(txnID: message.txnID, vote: vote, attempt: message.attempt)))
     }
 
-    private func ack(_ route: ReplyRoute?, _ txnID: TxnID, accepted: Bool, _ reason: String = "") {
-        reply(route, .ack(AckReply(txnID: txnID, accepted: accepted, reason: reason)))
+    private func ack(_ route: ReplyRoute?, _ message: DecisionMessage, accepted: Bool, _ reason: String = "") {
+        reply(route, .ack(AckReply(txnID: message.txnID, accepted: accepted, reason: reason, rolledBackAttempt: message.rolledBackAttempt)))
     }
 
     // MARK: - Jobs, one txn at a time
@@ -141,12 +143,19 @@ actor PostgresParticipant {
         if var branch = prepared[txnID] {
             branch.highest = max(branch.highest, message.sender.epoch)
             prepared[txnID] = branch
-            return vote(route, txnID, .yes)
+            // dtc-pg prepares a txn's first attempt only (below), so a later one finds it held.
+            guard message.attempt == 0 else {
+                return vote(route, message, .no(reason: AbortReason(.contention, "attempt 0 is still held here")))
+            }
+            return vote(route, message, .yes)
         }
         switch finished[txnID] {
-        case .decided(let entry): return vote(route, txnID, Self.recordedVote(entry))
-        case .refused(let reason): return vote(route, txnID, .no(reason: reason))
+        case .decided(let entry): return vote(route, message, Self.recordedVote(entry, attempt: message.attempt))
+        case .refused(let reason): return vote(route, message, .no(reason: reason))
         case nil: break
+        }
+        guard message.attempt == 0 else {
+            return vote(route, message, .no(reason: AbortReason(.refused, "dtc-pg prepares no further attempt of a txn (attempt \(message.attempt))")))
         }
         // The vote goes out at the deadline at the latest; the branch's work goes on to its
         // end (PostgreSQL's statement_timeout bounds it) so the txn's next message finds it
@@ -156,16 +165,19 @@ actor PostgresParticipant {
         let timer = Task {
             try await Task.sleep(for: .milliseconds(deadlineMs))
             if once.claim() {
-                self.vote(route, txnID, .no(reason: AbortReason(.unavailable, "postgres unavailable: no answer within \(deadlineMs) ms")))
+                self.vote(route, message, .no(reason: AbortReason(.unavailable, "postgres unavailable: no answer within \(deadlineMs) ms")))
             }
         }
         let result = await prepareInPostgres(message)
         timer.cancel()
-        if once.claim() { vote(route, txnID, result) }
+        if once.claim() { vote(route, message, result) }
     }
 
-    private static func recordedVote(_ entry: LedgerEntry) -> Vote {
-        entry.outcome == .commit ? .yes : .no(reason: AbortReason(.refused, "rolled back"))
+    /// A rolled-back txn is not prepared again: dtc-pg's ledger row of the rollback is final
+    /// (the coordinator's retry of an attempt refused elsewhere for contention ends here).
+    private static func recordedVote(_ entry: LedgerEntry, attempt: Attempt) -> Vote {
+        if entry.outcome == .commit { return .yes }
+        return .no(reason: AbortReason(.refused, attempt == 0 ? "rolled back" : "rolled back; dtc-pg prepares no further attempt (attempt \(attempt))"))
     }
 
     private func prepareInPostgres(_ message: PrepareMessage) async -> Vote {
@@ -192,7 +204,7 @@ actor PostgresParticipant {
             case .alreadyFinished(let entry):
                 counters.ledgerLookups += 1
                 remember(txnID, .decided(entry))
-                return Self.recordedVote(entry)
+                return Self.recordedVote(entry, attempt: message.attempt)
             case .refused(let reason):
                 return refuse(txnID, reason)
             case .prepared:
@@ -235,7 +247,7 @@ actor PostgresParticipant {
             if let branch = try await adoptPrepared(txnID) { return await finish(branch, message, replyTo: route) }
             switch message.outcome {
             case .commit:
-                ack(route, txnID, accepted: false, "commit of a txn this participant never prepared")
+                ack(route, message, accepted: false, "commit of a txn this participant never prepared")
             case .abort:
                 try await recordTombstone(message, replyTo: route)
             }
@@ -247,11 +259,11 @@ actor PostgresParticipant {
     private func answer(_ message: DecisionMessage, finishedWith entry: LedgerEntry, replyTo route: ReplyRoute?) {
         if message.sender.epoch < entry.epoch {
             counters.staleEpochRefusals += 1
-            return ack(route, message.txnID, accepted: false, "stale epoch \(message.sender.epoch) < \(entry.epoch)")
+            return ack(route, message, accepted: false, "stale epoch \(message.sender.epoch) < \(entry.epoch)")
         }
-        if entry.outcome == message.outcome { return ack(route, message.txnID, accepted: true) }
+        if entry.outcome == message.outcome { return ack(route, message, accepted: true) }
         counters.conflictingDecisions += 1
-        ack(route, message.txnID, accepted: false, "conflicting decision \(message.outcome.rawValue) for a txn in state \(entry.outcome == .commit ? "committed" : "aborted")")
+        ack(route, message, accepted: false, "conflicting decision \(message.outcome.rawValue) for a txn in state \(entry.outcome == .commit ? "committed" : "aborted")")
     }
 
     /// COMMIT PREPARED or ROLLBACK PREPARED, and the ledger row; acked once both are durable.
@@ -261,7 +273,7 @@ actor PostgresParticipant {
         let txnID = message.txnID
         if message.sender.epoch < branch.highest {
             counters.staleEpochRefusals += 1
-            return ack(route, txnID, accepted: false, "stale epoch \(message.sender.epoch) < \(branch.highest)")
+            return ack(route, message, accepted: false, "stale epoch \(message.sender.epoch) < \(branch.highest)")
         }
         let entry = LedgerEntry(
             outcome: message.outcome, epoch: message.sender.epoch, seenEpoch: branch.highest, participants: branch.participants)
@@ -274,7 +286,7 @@ actor PostgresParticipant {
             remember(txnID, .decided(recorded))
             if recorded.outcome != message.outcome {
                 counters.conflictingDecisions += 1
-                return ack(route, txnID, accepted: false, "conflicting decision \(message.outcome.rawValue) for a txn in state \(recorded.outcome == .commit ? "committed" : "aborted")")
+                return ack(route, message, accepted: false, "conflicting decision \(message.outcome.rawValue) for a txn in state \(recorded.outcome == .commit ? "committed" : "aborted")")
             }
             if message.outcome == .commit {
                 PostgresCrashPoints.shared.reached(.afterCommit)
@@ -282,7 +294,7 @@ actor PostgresParticipant {
             } else {
                 counters.aborted += 1
             }
-            ack(route, txnID, accepted: true)
+            ack(route, message, accepted: true)
         } catch {
             logger.warning("\(name): \(message.outcome.rawValue) of \(txnID) not applied yet: \(Self.unavailable(error))")
         }

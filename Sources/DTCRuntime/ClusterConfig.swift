@@ -71,6 +71,18 @@ public struct ClusterConfig: Codable, Sendable {
     public var timing: Timing
     /// Bounds on what clients send; each is optional in the file.
     public var limitsSection: LimitsSection?
+    /// How a coordinator retries a txn refused for contention; each is optional in the file.
+    public var retries: Retries?
+
+    public struct Retries: Codable, Sendable {
+        /// Attempts per txn, the first included (10 by default; 1 turns retries off).
+        public var attemptsMax: Int?
+        /// No further attempt starts this long after the submit (3000 by default).
+        public var windowMs: Int?
+        /// Pause before a further attempt, doubling per attempt (2 ms up to 100 ms by default).
+        public var backoffInitialMs: Int?
+        public var backoffMaxMs: Int?
+    }
 
     public struct LimitsSection: Codable, Sendable {
         /// A branch payload's largest size in bytes (64 KiB by default).
@@ -81,7 +93,7 @@ public struct ClusterConfig: Codable, Sendable {
     public var baseDirectory = "."
 
     private enum CodingKeys: String, CodingKey {
-        case partitions, replicationFactor, virtualNodes, nodes, rms, seed, timing
+        case partitions, replicationFactor, virtualNodes, nodes, rms, seed, timing, retries
         case limitsSection = "limits"
     }
 
@@ -135,6 +147,11 @@ public struct ClusterConfig: Codable, Sendable {
         limits.decisionRetryInitial = UInt64(timing.decisionRetryInitialMs)
         limits.decisionRetryMax = UInt64(timing.decisionRetryMaxMs)
         if let payloadBytesMax = limitsSection?.payloadBytesMax { limits.payloadBytesMax = payloadBytesMax }
+        // Out-of-range values are clamped here and refused by `check` (through `validated`).
+        if let attempts = retries?.attemptsMax { limits.attemptsMax = UInt32(clamping: attempts) }
+        if let window = retries?.windowMs { limits.retryWindow = UInt64(clamping: window) }
+        if let initial = retries?.backoffInitialMs { limits.retryBackoffInitial = UInt64(clamping: initial) }
+        if let maximum = retries?.backoffMaxMs { limits.retryBackoffMax = UInt64(clamping: maximum) }
         return limits
     }
 

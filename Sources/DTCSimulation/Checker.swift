@@ -32,6 +32,14 @@ struct Checker {
     private var epochSeen: [Int: [TxnID: Epoch]] = [:]
     /// RMs whose committed state changed since the last check.
     private var changedRMs: Set<Int> = []
+    /// Per txn and epoch: the start stamp of its PREPAREs and the highest attempt rolled back.
+    private var stamps: [AttemptKey: StartStamp] = [:]
+    private var rolledBackAttempts: [AttemptKey: Attempt] = [:]
+
+    private struct AttemptKey: Hashable {
+        var txnID: TxnID
+        var epoch: Epoch
+    }
 
     mutating func fail(_ violation: String) {
         violations.append(violation)
@@ -58,7 +66,7 @@ struct Checker {
             switch record {
             case .prepared(let prepared):
                 preparedAt[prepared.txnID, default: []].insert(rm)
-            case .committed(let txnID, _, _, _, _):
+            case .committed(let txnID, _, _, _, _, _):
                 commits[txnID, default: [:]][rm, default: 0] += 1
                 if commits[txnID]![rm]! > 1 { fail("exactly once: \(txnID) committed twice at \(simulation.rmNames[rm])") }
                 apply(txnID, .commit, at: rm, named: simulation.rmNames[rm])
@@ -67,8 +75,9 @@ struct Checker {
                 if !missing.isEmpty {
                     fail("commit without durable YES: \(txnID) committed at \(simulation.rmNames[rm]) but never durably prepared at \(missing.sorted().map { simulation.rmNames[$0] })")
                 }
-            case .aborted(let txnID, _, _, _):
-                apply(txnID, .abort, at: rm, named: simulation.rmNames[rm])
+            case .aborted(let txnID, let attempt, _, _, _):
+                // The rollback of one attempt is not the txn's outcome: a later one may commit.
+                if attempt == .max { apply(txnID, .abort, at: rm, named: simulation.rmNames[rm]) }
             }
         }
     }
@@ -159,6 +168,26 @@ struct Checker {
         }
     }
 
+    /// A leader sent a PREPARE: every attempt of a txn at one epoch carries the same start
+    /// stamp (else a retried txn never ages, and wait-die may starve it), and an attempt never
+    /// reuses a number whose rollback was sent (its late rollback could undo the new attempt).
+    mutating func prepareSent(_ message: PrepareMessage) {
+        let key = AttemptKey(txnID: message.txnID, epoch: message.sender.epoch)
+        if let stamp = stamps[key], stamp != message.stamp {
+            fail("stamp changed: \(message.txnID) prepared at epoch \(message.sender.epoch) with stamp \(stamp), then \(message.stamp) (attempt \(message.attempt))")
+        }
+        stamps[key] = message.stamp
+        if let rolledBack = rolledBackAttempts[key], message.attempt <= rolledBack {
+            fail("attempt reused: \(message.txnID) prepared as attempt \(message.attempt) at epoch \(message.sender.epoch) after attempt \(rolledBack) was rolled back")
+        }
+    }
+
+    mutating func decisionSent(_ message: DecisionMessage) {
+        guard let attempt = message.rolledBackAttempt else { return }
+        let key = AttemptKey(txnID: message.txnID, epoch: message.sender.epoch)
+        rolledBackAttempts[key] = max(rolledBackAttempts[key] ?? 0, attempt)
+    }
+
     /// An RM received a PREPARE at `epoch`.
     mutating func rmSaw(_ txnID: TxnID, epoch: Epoch, at rm: Int) {
         epochSeen[rm, default: [:]][txnID] = max(epochSeen[rm]?[txnID] ?? .zero, epoch)
@@ -169,7 +198,7 @@ struct Checker {
         let seen = epochSeen[rm]?[message.txnID] ?? .zero
         let accepted = output.recordsToPersist.contains { record in
             switch record {
-            case .committed(let txnID, _, _, _, _), .aborted(let txnID, _, _, _): txnID == message.txnID
+            case .committed(let txnID, _, _, _, _, _), .aborted(let txnID, _, _, _, _): txnID == message.txnID
             case .prepared: false
             }
         }

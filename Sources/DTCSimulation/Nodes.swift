@@ -47,12 +47,12 @@ extension Simulation {
         step(.submits([Submit(txnID, branches, from: requester(.client(client), txnID, at: index))]), node: index)
     }
 
-    func nodeReceivesVote(_ txnID: TxnID, _ vote: Vote, rm: Int, node index: Int) {
-        step(.votes([(txnID, vote)], from: rmNames[rm]), node: index)
+    func nodeReceivesVote(_ vote: VoteReply, rm: Int, node index: Int) {
+        step(.votes([vote], from: rmNames[rm]), node: index)
     }
 
-    func nodeReceivesAck(_ txnID: TxnID, rm: Int, node index: Int) {
-        step(.acks([(txnID, true, "")], from: rmNames[rm]), node: index)
+    func nodeReceivesAck(_ ack: AckReply, rm: Int, node index: Int) {
+        step(.acks([ack], from: rmNames[rm]), node: index)
     }
 
     func nodeReceivesInquiry(_ prepared: PreparedTxn, rm: Int, node index: Int) {
@@ -90,8 +90,12 @@ extension Simulation {
         for (peer, message) in actions.peerMessages { send(.peer(message, from: index, to: Self.nodeIndex(peer))) }
         for envelope in actions.rmMessages {
             switch envelope {
-            case .prepare(let rm, let message): send(.prepare(message, rm: rmNames.firstIndex(of: rm)!))
-            case .decision(let rm, let message): send(.decision(message, rm: rmNames.firstIndex(of: rm)!))
+            case .prepare(let rm, let message):
+                checker.prepareSent(message)
+                send(.prepare(message, rm: rmNames.firstIndex(of: rm)!))
+            case .decision(let rm, let message):
+                checker.decisionSent(message)
+                send(.decision(message, rm: rmNames.firstIndex(of: rm)!))
             }
         }
         for (requester, answer) in actions.answers {

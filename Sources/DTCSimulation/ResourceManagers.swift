@@ -34,18 +34,20 @@ struct SimRM {
             switch record {
             case .prepared:
                 continue
-            case .committed(let txnID, let writes, let epoch, let seen, _):
+            case .committed(let txnID, let attempt, let writes, let epoch, let seen, _):
                 for write in writes { committedState[write.key] = write.value }
-                recordLedger(txnID, .commit, epoch, seen)
-            case .aborted(let txnID, let epoch, let seen, _):
-                recordLedger(txnID, .abort, epoch, seen)
+                recordLedger(txnID, .commit, attempt, epoch, seen)
+            case .aborted(let txnID, let attempt, let epoch, let seen, _):
+                recordLedger(txnID, .abort, attempt, epoch, seen)
             }
         }
         return synced
     }
 
-    private mutating func recordLedger(_ txnID: TxnID, _ outcome: Outcome, _ epoch: Epoch, _ seen: Epoch) {
-        ledger[txnID] = LedgerEntry(outcome: outcome, epoch: epoch, seenEpoch: seen, applications: (ledger[txnID]?.applications ?? 0) + 1)
+    /// `applications` counts the decisions written for the entry's attempt.
+    private mutating func recordLedger(_ txnID: TxnID, _ outcome: Outcome, _ attempt: Attempt, _ epoch: Epoch, _ seen: Epoch) {
+        let earlier = ledger[txnID].flatMap { $0.attempt == attempt && $0.outcome == outcome ? $0.applications : nil } ?? 0
+        ledger[txnID] = LedgerEntry(outcome: outcome, attempt: attempt, epoch: epoch, seenEpoch: seen, applications: earlier + 1)
     }
 
     /// The service an RM runs, from its name: "inventory-2" is a second inventory.
@@ -65,7 +67,7 @@ struct SimRM {
         for record in disk.synced {
             switch record {
             case .prepared(let txn): prepared[txn.txnID] = txn
-            case .committed(let txnID, _, _, _, _), .aborted(let txnID, _, _, _): prepared[txnID] = nil
+            case .committed(let txnID, _, _, _, _, _), .aborted(let txnID, _, _, _, _): prepared[txnID] = nil
             }
         }
         return prepared.values.sorted { $0.txnID < $1.txnID }
@@ -125,8 +127,8 @@ extension Simulation {
     private func apply(_ output: ParticipantOutput, rm index: Int) {
         for routed in output.replies {
             switch routed.reply {
-            case .vote(let vote): send(.vote(vote.txnID, vote.vote, rm: index, node: routed.route))
-            case .ack(let ack): send(.ack(ack.txnID, rm: index, node: routed.route))
+            case .vote(let vote): send(.vote(vote, rm: index, node: routed.route))
+            case .ack(let ack): send(.ack(ack, rm: index, node: routed.route))
             }
         }
         if !output.recordsToPersist.isEmpty {

@@ -229,9 +229,9 @@ public final class Simulation {
         case .redirect(let txnID, let leader, let client, _): clientRedirected(txnID, to: leader, client: client)
         case .retryLater(let txnID, let client, _): clientToldToRetry(txnID, client: client)
         case .prepare(let prepare, let rm): rmReceivesPrepare(prepare, rm: rm)
-        case .vote(let txnID, let vote, let rm, let node): nodeReceivesVote(txnID, vote, rm: rm, node: node)
+        case .vote(let vote, let rm, let node): nodeReceivesVote(vote, rm: rm, node: node)
         case .decision(let decision, let rm): rmReceivesDecision(decision, rm: rm, ackTo: Self.nodeIndex(decision.sender.node))
-        case .ack(let txnID, let rm, let node): nodeReceivesAck(txnID, rm: rm, node: node)
+        case .ack(let ack, let rm, let node): nodeReceivesAck(ack, rm: rm, node: node)
         case .inquire(let prepared, let rm, let node): nodeReceivesInquiry(prepared, rm: rm, node: node)
         case .inquiryAnswer(let txnID, let outcome, let sender, let rm):
             rmReceivesDecision(DecisionMessage(txnID: txnID, outcome: outcome, sender: sender), rm: rm, ackTo: nil)

@@ -23,9 +23,9 @@ enum Message: Hashable, Sendable {
     /// The node cannot serve the txn now (no quorum, no leader yet, overloaded): retry soon.
     case retryLater(TxnID, client: Int, node: Int)
     case prepare(PrepareMessage, rm: Int)
-    case vote(TxnID, Vote, rm: Int, node: Int)
+    case vote(VoteReply, rm: Int, node: Int)
     case decision(DecisionMessage, rm: Int)
-    case ack(TxnID, rm: Int, node: Int)
+    case ack(AckReply, rm: Int, node: Int)
     case inquire(PreparedTxn, rm: Int, node: Int)
     case inquiryAnswer(TxnID, Outcome, sender: Sender, rm: Int)
     case peer(PeerMessage, from: Int, to: Int)
@@ -39,10 +39,13 @@ enum Message: Hashable, Sendable {
         case .prepare(let message, let rm): (.node(Simulation.nodeIndex(message.sender.node)), .rm(rm))
         case .decision(let message, let rm): (.node(Simulation.nodeIndex(message.sender.node)), .rm(rm))
         case .inquiryAnswer(_, _, let sender, let rm): (.node(Simulation.nodeIndex(sender.node)), .rm(rm))
-        case .vote(_, _, let rm, let node), .ack(_, let rm, let node), .inquire(_, let rm, let node): (.rm(rm), .node(node))
+        case .vote(_, let rm, let node), .ack(_, let rm, let node), .inquire(_, let rm, let node): (.rm(rm), .node(node))
         case .peer(_, let from, let to): (.node(from), .node(to))
         }
     }
+
+    private static func attempt(_ attempt: Attempt) -> String { attempt == 0 ? "" : " #\(attempt)" }
+    private static func rollback(_ attempt: Attempt?) -> String { attempt.map { " of attempt #\($0)" } ?? "" }
 
     /// A short line for the trace and the last events of a failing seed.
     var summary: String {
@@ -50,10 +53,12 @@ enum Message: Hashable, Sendable {
         case .submit(let txnID, _, let client, let node): "submit \(txnID) c\(client)→n\(node)"
         case .reply(let reply, let client, let node): "reply \(reply.txnID) \(reply.status) n\(node)→c\(client)"
         case .redirect(let txnID, let leader, let client, let node): "redirect \(txnID) to n\(leader) n\(node)→c\(client)"
-        case .prepare(let message, let rm): "prepare \(message.txnID) @\(message.sender.epoch) \(message.sender.node)→rm\(rm)"
-        case .vote(let txnID, let vote, let rm, let node): "vote \(txnID) \(vote) rm\(rm)→n\(node)"
-        case .decision(let message, let rm): "decision \(message.txnID) \(message.outcome) @\(message.sender.epoch) \(message.sender.node)→rm\(rm)"
-        case .ack(let txnID, let rm, let node): "ack \(txnID) rm\(rm)→n\(node)"
+        case .prepare(let message, let rm):
+            "prepare \(message.txnID)\(Self.attempt(message.attempt)) @\(message.sender.epoch) \(message.sender.node)→rm\(rm)"
+        case .vote(let vote, let rm, let node): "vote \(vote.txnID)\(Self.attempt(vote.attempt)) \(vote.vote) rm\(rm)→n\(node)"
+        case .decision(let message, let rm):
+            "decision \(message.txnID) \(message.outcome)\(Self.rollback(message.rolledBackAttempt)) @\(message.sender.epoch) \(message.sender.node)→rm\(rm)"
+        case .ack(let ack, let rm, let node): "ack \(ack.txnID)\(Self.rollback(ack.rolledBackAttempt)) rm\(rm)→n\(node)"
         case .inquire(let prepared, let rm, let node): "inquire \(prepared.txnID) rm\(rm)→n\(node)"
         case .inquiryAnswer(let txnID, let outcome, let sender, let rm): "answer \(txnID) \(outcome) @\(sender.epoch) \(sender.node)→rm\(rm)"
         case .retryLater(let txnID, let client, let node): "retry later \(txnID) n\(node)→c\(client)"

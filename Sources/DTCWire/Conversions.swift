@@ -38,13 +38,16 @@ extension PrepareMessage {
     public init(wire: Dtc_V1_Prepare) throws(ValidationError) {
         let id = try TxnID(validating: wire.txnID)
         guard !wire.branch.kind.isEmpty else { throw .invalid(field: "branch.kind", reason: "is empty") }
-        self.init(txnID: id, stamp: wire.startStamp, sender: Sender(wire: wire.sender), branch: Branch(wire: wire.branch), participants: wire.participants)
+        self.init(
+            txnID: id, stamp: wire.startStamp, attempt: wire.attempt, sender: Sender(wire: wire.sender), branch: Branch(wire: wire.branch),
+            participants: wire.participants)
     }
 
     public var wire: Dtc_V1_Prepare {
         .with {
             $0.txnID = txnID.rawValue
             $0.startStamp = stamp
+            $0.attempt = attempt
             $0.sender = sender.wire
             $0.branch = branch.wire
             $0.participants = participants
@@ -54,7 +57,13 @@ extension PrepareMessage {
 
 extension DecisionMessage {
     public init(wire: Dtc_V1_Decision) throws(ValidationError) {
-        self.init(txnID: try TxnID(validating: wire.txnID), outcome: wire.commit ? .commit : .abort, sender: Sender(wire: wire.sender))
+        let id = try TxnID(validating: wire.txnID)
+        if wire.hasRolledBackAttempt && wire.commit {
+            throw .invalid(field: "rolled_back_attempt", reason: "is set on a COMMIT (only a rollback names an attempt)")
+        }
+        self.init(
+            txnID: id, outcome: wire.commit ? .commit : .abort, sender: Sender(wire: wire.sender),
+            rolledBackAttempt: wire.hasRolledBackAttempt ? wire.rolledBackAttempt : nil)
     }
 
     public var wire: Dtc_V1_Decision {
@@ -62,6 +71,7 @@ extension DecisionMessage {
             $0.txnID = txnID.rawValue
             $0.commit = outcome == .commit
             $0.sender = sender.wire
+            if let rolledBackAttempt { $0.rolledBackAttempt = rolledBackAttempt }
         }
     }
 }
@@ -101,9 +111,14 @@ extension AbortCause {
 }
 
 extension VoteReply {
+    public init(wire: Dtc_V1_Vote) {
+        self.init(txnID: TxnID(wire.txnID), vote: Vote(wire: wire), attempt: wire.attempt)
+    }
+
     public var wire: Dtc_V1_Vote {
         .with {
             $0.txnID = txnID.rawValue
+            $0.attempt = attempt
             switch vote {
             case .yes: $0.yes = true
             case .no(let reason):
@@ -115,11 +130,18 @@ extension VoteReply {
 }
 
 extension AckReply {
+    public init(wire: Dtc_V1_Ack) {
+        self.init(
+            txnID: TxnID(wire.txnID), accepted: wire.accepted, reason: wire.reason,
+            rolledBackAttempt: wire.hasRolledBackAttempt ? wire.rolledBackAttempt : nil)
+    }
+
     public var wire: Dtc_V1_Ack {
         .with {
             $0.txnID = txnID.rawValue
             $0.accepted = accepted
             $0.reason = reason
+            if let rolledBackAttempt { $0.rolledBackAttempt = rolledBackAttempt }
         }
     }
 }

@@ -53,8 +53,10 @@ import Testing
         #expect(c.status(of: "t2") == .aborted(reason: reason))
     }
 
-    @Test func aContentionNoAbortsWithTheContentionCauseForTheClient() throws {
-        var c = Coordinator.fixture()
+    @Test func aContentionNoAbortsWithTheContentionCauseForTheClientWhenRetriesAreOff() throws {
+        var limits = Limits.standard
+        limits.attemptsMax = 1
+        var c = Coordinator.fixture(limits: limits)
         _ = try c.submit("t5")
         let out = c.voteReceived(.no(reason: AbortReason(.contention, "wait-die: younger than lock holder t1")), txn: TxnID("t5"), from: RM.inventory, now: 1)
         #expect(out.replies.first?.abortReason == AbortReason(.contention, "inventory voted NO: wait-die: younger than lock holder t1"))

@@ -205,7 +205,7 @@ extension ParticipantMachine {
     }
 
     mutating func decisionDurable(_ txnID: TxnID, now: UInt64) -> ParticipantOutput {
-        recordsDurable([.aborted(txnID: txnID, epoch: .zero, seenEpoch: .zero, participants: [])], now: now)
+        recordsDurable([.aborted(txnID: txnID, attempt: .max, epoch: .zero, seenEpoch: .zero, participants: [])], now: now)
     }
 
     /// Runs PREPARE → plan against `committed` → prepared durable, as the library's shell does,
@@ -222,7 +222,7 @@ extension ParticipantMachine {
             throw FixtureError.notAccepted
         }
         let voted = preparedDurable(message.txnID, now: now)
-        #expect(voted.votes == [VoteReply(txnID: message.txnID, vote: .yes)])
+        #expect(voted.votes == [VoteReply(txnID: message.txnID, vote: .yes, attempt: message.attempt)])
         return txn
     }
 }

@@ -46,7 +46,7 @@ import Testing
         let prepared = try rm.prepared(prepareMessage("t1", stamp: 10))
 
         let commit = rm.decide(decisionMessage("t1", .commit), now: 5)
-        #expect(commit.recordsToPersist == [.committed(txnID: t1, writes: prepared.writes, epoch: epoch1, seenEpoch: epoch1, participants: [RM.inventory, RM.accounts])])
+        #expect(commit.recordsToPersist == [.committed(txnID: t1, attempt: 0, writes: prepared.writes, epoch: epoch1, seenEpoch: epoch1, participants: [RM.inventory, RM.accounts])])
         #expect(commit.acks.isEmpty, "no ack before the commit is durable")
         #expect(rm.decide(decisionMessage("t1", .commit), now: 6) == ParticipantOutput(), "a repeat while applying waits")
         #expect(rm.locks.lockCount == 2, "locks are held until the commit is durable")
@@ -64,7 +64,7 @@ import Testing
     @Test func aRollbackOfAnUnknownTxnLeavesATombstoneThatRefusesALatePrepare() {
         var rm = ParticipantMachine()
         let rollback = rm.decide(decisionMessage("t1", .abort), now: 0)
-        #expect(rollback.recordsToPersist == [.aborted(txnID: t1, epoch: epoch1, seenEpoch: .zero, participants: [])])
+        #expect(rollback.recordsToPersist == [.aborted(txnID: t1, attempt: .max, epoch: epoch1, seenEpoch: .zero, participants: [])])
         #expect(rollback.acks.isEmpty)
         #expect(rm.decisionDurable(t1, now: 1).acks == [AckReply(txnID: t1, accepted: true, reason: "")])
 
@@ -81,7 +81,7 @@ import Testing
         #expect(rm.decide(decisionMessage("t1", .abort), now: 2) == ParticipantOutput())
 
         let durable = rm.preparedDurable(t1, now: 3)
-        #expect(durable.recordsToPersist == [.aborted(txnID: t1, epoch: epoch1, seenEpoch: epoch1, participants: [RM.inventory, RM.accounts])])
+        #expect(durable.recordsToPersist == [.aborted(txnID: t1, attempt: .max, epoch: epoch1, seenEpoch: epoch1, participants: [RM.inventory, RM.accounts])])
         #expect(rm.decisionDurable(t1, now: 4).acks == [AckReply(txnID: t1, accepted: true, reason: "")])
         #expect(rm.locks.lockCount == 0)
     }
@@ -120,7 +120,7 @@ import Testing
         let epoch3 = Epoch(counter: 3, node: 1)
         let prepared = try rm.prepared(prepareMessage("t1", stamp: 10, epoch: epoch1))
         let takeover = rm.decide(decisionMessage("t1", .commit, epoch: epoch3), now: 5)
-        #expect(takeover.recordsToPersist == [.committed(txnID: t1, writes: prepared.writes, epoch: epoch3, seenEpoch: epoch1, participants: prepared.participants)])
+        #expect(takeover.recordsToPersist == [.committed(txnID: t1, attempt: 0, writes: prepared.writes, epoch: epoch3, seenEpoch: epoch1, participants: prepared.participants)])
     }
 
     @Test func anRMThatIgnoresEpochsLeavesTheStaleDecisionVisibleInItsLedger() throws {
@@ -129,7 +129,7 @@ import Testing
         let epoch2 = Epoch(counter: 2, node: 2)
         let prepared = try rm.prepared(prepareMessage("t1", stamp: 10, epoch: epoch2))
         let stale = rm.decide(decisionMessage("t1", .commit, epoch: epoch1), now: 5)
-        #expect(stale.recordsToPersist == [.committed(txnID: t1, writes: prepared.writes, epoch: epoch1, seenEpoch: epoch2, participants: prepared.participants)])
+        #expect(stale.recordsToPersist == [.committed(txnID: t1, attempt: 0, writes: prepared.writes, epoch: epoch1, seenEpoch: epoch2, participants: prepared.participants)])
         #expect(LedgerEntry(outcome: .commit, epoch: epoch1, seenEpoch: epoch2).isFromStaleEpoch)
     }
 
@@ -225,7 +225,7 @@ import Testing
         #expect(repeated.recordsToPersist.isEmpty, "a finished txn is not applied twice")
 
         #expect(rm.decide(decisionMessage("t1", .commit), now: 3).recordsToPersist
-            == [.committed(txnID: t1, writes: prepared.writes, epoch: epoch1, seenEpoch: epoch1, participants: prepared.participants)])
+            == [.committed(txnID: t1, attempt: 0, writes: prepared.writes, epoch: epoch1, seenEpoch: epoch1, participants: prepared.participants)])
     }
 
     @Test func aTxnPreparedTooLongAsksForItsOutcomeEveryInquiryPeriod() throws {

@@ -440,8 +440,8 @@ struct TranscriptCluster {
     private mutating func receive(_ packet: TranscriptPacket, on link: TranscriptLink) {
         switch packet {
         case .peer(let message): step(link.to, .peer(message, from: link.from))
-        case .vote(let txnID, let vote): step(link.to, .votes([(txnID, vote)], from: link.from))
-        case .ack(let txnID): step(link.to, .acks([(txnID, true, "")], from: link.from))
+        case .vote(let txnID, let vote): step(link.to, .votes([VoteReply(txnID: txnID, vote: vote)], from: link.from))
+        case .ack(let txnID): step(link.to, .acks([AckReply(txnID: txnID, accepted: true, reason: "")], from: link.from))
         case .toRM(let envelope): rmReceives(envelope, from: link.from)
         }
     }

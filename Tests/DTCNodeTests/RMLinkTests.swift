@@ -54,8 +54,8 @@ import Testing
 
     actor Replies: RMReplyHandler {
         var broken: [String] = []
-        func votesReceived(_ votes: [(TxnID, Vote)], from rm: String) {}
-        func acksReceived(_ acks: [(TxnID, accepted: Bool, reason: String)], from rm: String) {}
+        func votesReceived(_ votes: [VoteReply], from rm: String) {}
+        func acksReceived(_ acks: [AckReply], from rm: String) {}
         func streamBroken(to rm: String, reason: String) { broken.append(reason) }
     }
 

@@ -31,7 +31,7 @@ import Testing
             try await persist(store, [.prepared(prepared)])
             #expect(try store.preparedTxns() == [prepared])
 
-            try await persist(store, [.committed(txnID: TxnID("t1"), writes: prepared.writes, epoch: sender.epoch, seenEpoch: sender.epoch, participants: prepared.participants)])
+            try await persist(store, [.committed(txnID: TxnID("t1"), attempt: 0, writes: prepared.writes, epoch: sender.epoch, seenEpoch: sender.epoch, participants: prepared.participants)])
             #expect(try store.preparedTxns().isEmpty)
             #expect(try store.value(for: "seats/play") == Array("1".utf8))
             #expect(try store.value(for: "old") == nil, "a nil write deletes the key")
@@ -41,7 +41,7 @@ import Testing
 
             // A second application of the same decision shows in the ledger, whatever the
             // machine believed.
-            try await persist(store, [.committed(txnID: TxnID("t1"), writes: [], epoch: sender.epoch, seenEpoch: sender.epoch, participants: [])])
+            try await persist(store, [.committed(txnID: TxnID("t1"), attempt: 0, writes: [], epoch: sender.epoch, seenEpoch: sender.epoch, participants: [])])
             #expect(try store.ledgerEntry(TxnID("t1"))?.applications == 2)
             #expect(try store.ledgerEntry(TxnID("t1"))?.participants == ["tickets", "accounts"])
         }

@@ -820,6 +820,11 @@ public nonisolated struct Dtc_V1_Prepare: Sendable {
   /// branch of a committed txn committed.
   public var participants: [String] = []
 
+  /// 0 for the txn's first attempt. After a NO for contention the coordinator rolls the
+  /// attempt back everywhere and prepares the next, with the same start_stamp; a participant
+  /// answers a PREPARE of an attempt older than one it has seen with NO.
+  public var attempt: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -843,8 +848,12 @@ public nonisolated struct Dtc_V1_Vote: Sendable {
   public var reason: String = String()
 
   /// The kind of NO: REFUSED (a business reason, an unreadable payload) or CONTENTION (a lock
-  /// conflict: wait-die, lock wait timeout). Unset (NONE) on a NO counts as REFUSED.
+  /// conflict: wait-die, lock wait timeout). Unset (NONE) on a NO counts as REFUSED. The
+  /// coordinator answers CONTENTION by rolling the attempt back and preparing the next one.
   public var cause: Dtc_V1_AbortCause = .none
+
+  /// The attempt the PREPARE named; votes of any other attempt are ignored.
+  public var attempt: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -871,11 +880,26 @@ public nonisolated struct Dtc_V1_Decision: Sendable {
   /// Clears the value of `sender`. Subsequent reads from it will return its default value.
   public mutating func clearSender() {self._sender = nil}
 
+  /// Unset: the txn's decision (a COMMIT applies to the attempt the participant holds
+  /// prepared, a ROLLBACK to every attempt). Set (commit = false only, else
+  /// INVALID_ARGUMENT): the rollback of this attempt before the next one; it rolls back that
+  /// attempt or an earlier one the participant holds, never a later one, and a PREPARE of a
+  /// later attempt may follow it (docs/participant-protocol.md, "Attempts").
+  public var rolledBackAttempt: UInt32 {
+    get {_rolledBackAttempt ?? 0}
+    set {_rolledBackAttempt = newValue}
+  }
+  /// Returns true if `rolledBackAttempt` has been explicitly set.
+  public var hasRolledBackAttempt: Bool {self._rolledBackAttempt != nil}
+  /// Clears the value of `rolledBackAttempt`. Subsequent reads from it will return its default value.
+  public mutating func clearRolledBackAttempt() {self._rolledBackAttempt = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _sender: Dtc_V1_Sender? = nil
+  fileprivate var _rolledBackAttempt: UInt32? = nil
 }
 
 /// The RM's answer to a decision, sent on the stream the decision came on.
@@ -894,9 +918,21 @@ public nonisolated struct Dtc_V1_Ack: Sendable {
   /// Why it was refused; empty when accepted.
   public var reason: String = String()
 
+  /// The decision's rolled_back_attempt, echoed.
+  public var rolledBackAttempt: UInt32 {
+    get {_rolledBackAttempt ?? 0}
+    set {_rolledBackAttempt = newValue}
+  }
+  /// Returns true if `rolledBackAttempt` has been explicitly set.
+  public var hasRolledBackAttempt: Bool {self._rolledBackAttempt != nil}
+  /// Clears the value of `rolledBackAttempt`. Subsequent reads from it will return its default value.
+  public mutating func clearRolledBackAttempt() {self._rolledBackAttempt = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _rolledBackAttempt: UInt32? = nil
 }
 
 /// One page of a space, keys in ascending byte order (their UTF-8).
@@ -2368,7 +2404,7 @@ nonisolated extension Dtc_V1_Sender: SwiftProtobuf.Message, SwiftProtobuf._Messa
 
 nonisolated extension Dtc_V1_Prepare: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Prepare"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}txn_id\0\u{3}start_stamp\0\u{1}sender\0\u{1}branch\0\u{1}participants\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}txn_id\0\u{3}start_stamp\0\u{1}sender\0\u{1}branch\0\u{1}participants\0\u{1}attempt\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2381,6 +2417,7 @@ nonisolated extension Dtc_V1_Prepare: SwiftProtobuf.Message, SwiftProtobuf._Mess
       case 3: try { try decoder.decodeSingularMessageField(value: &self._sender) }()
       case 4: try { try decoder.decodeSingularMessageField(value: &self._branch) }()
       case 5: try { try decoder.decodeRepeatedStringField(value: &self.participants) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.attempt) }()
       default: break
       }
     }
@@ -2406,6 +2443,9 @@ nonisolated extension Dtc_V1_Prepare: SwiftProtobuf.Message, SwiftProtobuf._Mess
     if !self.participants.isEmpty {
       try visitor.visitRepeatedStringField(value: self.participants, fieldNumber: 5)
     }
+    if self.attempt != 0 {
+      try visitor.visitSingularUInt32Field(value: self.attempt, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2415,6 +2455,7 @@ nonisolated extension Dtc_V1_Prepare: SwiftProtobuf.Message, SwiftProtobuf._Mess
     if lhs._sender != rhs._sender {return false}
     if lhs._branch != rhs._branch {return false}
     if lhs.participants != rhs.participants {return false}
+    if lhs.attempt != rhs.attempt {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2422,7 +2463,7 @@ nonisolated extension Dtc_V1_Prepare: SwiftProtobuf.Message, SwiftProtobuf._Mess
 
 nonisolated extension Dtc_V1_Vote: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Vote"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}txn_id\0\u{1}yes\0\u{1}reason\0\u{1}cause\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}txn_id\0\u{1}yes\0\u{1}reason\0\u{1}cause\0\u{1}attempt\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2434,6 +2475,7 @@ nonisolated extension Dtc_V1_Vote: SwiftProtobuf.Message, SwiftProtobuf._Message
       case 2: try { try decoder.decodeSingularBoolField(value: &self.yes) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.reason) }()
       case 4: try { try decoder.decodeSingularEnumField(value: &self.cause) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.attempt) }()
       default: break
       }
     }
@@ -2452,6 +2494,9 @@ nonisolated extension Dtc_V1_Vote: SwiftProtobuf.Message, SwiftProtobuf._Message
     if self.cause != .none {
       try visitor.visitSingularEnumField(value: self.cause, fieldNumber: 4)
     }
+    if self.attempt != 0 {
+      try visitor.visitSingularUInt32Field(value: self.attempt, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2460,6 +2505,7 @@ nonisolated extension Dtc_V1_Vote: SwiftProtobuf.Message, SwiftProtobuf._Message
     if lhs.yes != rhs.yes {return false}
     if lhs.reason != rhs.reason {return false}
     if lhs.cause != rhs.cause {return false}
+    if lhs.attempt != rhs.attempt {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2467,7 +2513,7 @@ nonisolated extension Dtc_V1_Vote: SwiftProtobuf.Message, SwiftProtobuf._Message
 
 nonisolated extension Dtc_V1_Decision: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Decision"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}txn_id\0\u{1}commit\0\u{1}sender\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}txn_id\0\u{1}commit\0\u{1}sender\0\u{3}rolled_back_attempt\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2478,6 +2524,7 @@ nonisolated extension Dtc_V1_Decision: SwiftProtobuf.Message, SwiftProtobuf._Mes
       case 1: try { try decoder.decodeSingularStringField(value: &self.txnID) }()
       case 2: try { try decoder.decodeSingularBoolField(value: &self.commit) }()
       case 3: try { try decoder.decodeSingularMessageField(value: &self._sender) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self._rolledBackAttempt) }()
       default: break
       }
     }
@@ -2497,6 +2544,9 @@ nonisolated extension Dtc_V1_Decision: SwiftProtobuf.Message, SwiftProtobuf._Mes
     try { if let v = self._sender {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
     } }()
+    try { if let v = self._rolledBackAttempt {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 4)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2504,6 +2554,7 @@ nonisolated extension Dtc_V1_Decision: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if lhs.txnID != rhs.txnID {return false}
     if lhs.commit != rhs.commit {return false}
     if lhs._sender != rhs._sender {return false}
+    if lhs._rolledBackAttempt != rhs._rolledBackAttempt {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2511,7 +2562,7 @@ nonisolated extension Dtc_V1_Decision: SwiftProtobuf.Message, SwiftProtobuf._Mes
 
 nonisolated extension Dtc_V1_Ack: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Ack"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}txn_id\0\u{1}accepted\0\u{1}reason\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}txn_id\0\u{1}accepted\0\u{1}reason\0\u{3}rolled_back_attempt\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2522,12 +2573,17 @@ nonisolated extension Dtc_V1_Ack: SwiftProtobuf.Message, SwiftProtobuf._MessageI
       case 1: try { try decoder.decodeSingularStringField(value: &self.txnID) }()
       case 2: try { try decoder.decodeSingularBoolField(value: &self.accepted) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self._rolledBackAttempt) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.txnID.isEmpty {
       try visitor.visitSingularStringField(value: self.txnID, fieldNumber: 1)
     }
@@ -2537,6 +2593,9 @@ nonisolated extension Dtc_V1_Ack: SwiftProtobuf.Message, SwiftProtobuf._MessageI
     if !self.reason.isEmpty {
       try visitor.visitSingularStringField(value: self.reason, fieldNumber: 3)
     }
+    try { if let v = self._rolledBackAttempt {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 4)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2544,6 +2603,7 @@ nonisolated extension Dtc_V1_Ack: SwiftProtobuf.Message, SwiftProtobuf._MessageI
     if lhs.txnID != rhs.txnID {return false}
     if lhs.accepted != rhs.accepted {return false}
     if lhs.reason != rhs.reason {return false}
+    if lhs._rolledBackAttempt != rhs._rolledBackAttempt {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
