@@ -362,6 +362,7 @@ actor NodeRuntime: RMReplyHandler, PeerReplyHandler {
         response.committed = coordinator.counters.committed
         response.aborted = coordinator.counters.aborted
         response.recovered = coordinator.counters.recovered
+        response.retries = coordinator.counters.retries
         response.logRecords = UInt64((try? store.rows.rowCount()) ?? 0)
         response.logSyncs = store.rows.syncCount
         response.messagesSent = MessageCounter.shared.messagesSent

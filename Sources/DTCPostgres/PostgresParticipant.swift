@@ -151,6 +151,9 @@ actor PostgresParticipant {
         }
         switch finished[txnID] {
         case .decided(let entry): return vote(route, message, Self.recordedVote(entry, attempt: message.attempt))
+        case .refused(let reason) where message.attempt > 0:
+            // A later attempt is not prepared here (below): the refusal stands, as the txn's end.
+            return vote(route, message, .no(reason: AbortReason(.refused, "\(reason.text) (dtc-pg prepares no further attempt)")))
         case .refused(let reason): return vote(route, message, .no(reason: reason))
         case nil: break
         }
@@ -236,6 +239,10 @@ actor PostgresParticipant {
         let txnID = message.txnID
         if let branch = prepared[txnID] { return await finish(branch, message, replyTo: route) }
         if case .decided(let entry) = finished[txnID] { return answer(message, finishedWith: entry, replyTo: route) }
+        if message.rolledBackAttempt != nil, case .refused = finished[txnID] {
+            // Refused here, so nothing to roll back; the refusal answers the next attempt.
+            return ack(route, message, accepted: true)
+        }
         do {
             counters.ledgerLookups += 1
             if let entry = try await pool.withConnection({ [name] in try await Self.ledgerEntry(txnID, participant: name, on: $0) }) {

@@ -16,7 +16,7 @@ struct Status: AsyncParsableCommand {
         var options = Router(config: config, connections: connections).callOptions
         // A paused process must not hold up the whole table.
         options.timeout = .seconds(1)
-        print("node  address          state  led  in-flight  committed  aborted  recovered  takeovers  log-rows  trimmed  syncs  messages  peers (alive, last heard)")
+        print("node  address          state  led  in-flight  committed  aborted  recovered  takeovers  log-rows  trimmed  syncs  messages  retries  peers (alive, last heard)")
         for node in config.nodes {
             guard let s = try? await connections.coordinator(node.address).status(Dtc_V1_StatusRequest(), options: options) else {
                 print(pad(node.name, 6) + pad(node.address, 17) + "down")
@@ -26,7 +26,7 @@ struct Status: AsyncParsableCommand {
             print(pad(node.name, 6) + pad(node.address, 17) + pad(s.ready ? "up" : "joining", 7) + pad("\(s.partitions.count)", 5)
                 + pad("\(s.inFlight)", 11) + pad("\(s.committed)", 11) + pad("\(s.aborted)", 9) + pad("\(s.recovered)", 11)
                 + pad("\(s.takeovers)", 11) + pad("\(s.logRecords)", 10) + pad("\(s.trimmed)", 9) + pad("\(s.logSyncs)", 7)
-                + pad("\(s.messagesSent)", 10) + peers.joined(separator: ", "))
+                + pad("\(s.messagesSent)", 10) + pad("\(s.retries)", 9) + peers.joined(separator: ", "))
         }
         print("")
         print("rm         address          state  prepared  committed  aborted  locks  stale-epoch-refusals  conflicting  syncs  messages")

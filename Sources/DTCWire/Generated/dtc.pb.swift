@@ -699,6 +699,9 @@ public nonisolated struct Dtc_V1_StatusResponse: Sendable {
   /// gRPC messages this node has sent (requests and responses; a batch is one message).
   public var messagesSent: UInt64 = 0
 
+  /// Attempts rolled back so that a txn refused for contention could be prepared again.
+  public var retries: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2162,7 +2165,7 @@ nonisolated extension Dtc_V1_PeerView: SwiftProtobuf.Message, SwiftProtobuf._Mes
 
 nonisolated extension Dtc_V1_StatusResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StatusResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0\u{1}partitions\0\u{3}in_flight\0\u{1}committed\0\u{1}aborted\0\u{1}recovered\0\u{3}log_records\0\u{3}log_syncs\0\u{3}uptime_ms\0\u{1}peers\0\u{2}\u{2}trimmed\0\u{1}ready\0\u{1}takeovers\0\u{3}messages_sent\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0\u{1}partitions\0\u{3}in_flight\0\u{1}committed\0\u{1}aborted\0\u{1}recovered\0\u{3}log_records\0\u{3}log_syncs\0\u{3}uptime_ms\0\u{1}peers\0\u{2}\u{2}trimmed\0\u{1}ready\0\u{1}takeovers\0\u{3}messages_sent\0\u{1}retries\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2184,6 +2187,7 @@ nonisolated extension Dtc_V1_StatusResponse: SwiftProtobuf.Message, SwiftProtobu
       case 13: try { try decoder.decodeSingularBoolField(value: &self.ready) }()
       case 14: try { try decoder.decodeSingularUInt64Field(value: &self.takeovers) }()
       case 15: try { try decoder.decodeSingularUInt64Field(value: &self.messagesSent) }()
+      case 16: try { try decoder.decodeSingularUInt64Field(value: &self.retries) }()
       default: break
       }
     }
@@ -2232,6 +2236,9 @@ nonisolated extension Dtc_V1_StatusResponse: SwiftProtobuf.Message, SwiftProtobu
     if self.messagesSent != 0 {
       try visitor.visitSingularUInt64Field(value: self.messagesSent, fieldNumber: 15)
     }
+    if self.retries != 0 {
+      try visitor.visitSingularUInt64Field(value: self.retries, fieldNumber: 16)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2250,6 +2257,7 @@ nonisolated extension Dtc_V1_StatusResponse: SwiftProtobuf.Message, SwiftProtobu
     if lhs.ready != rhs.ready {return false}
     if lhs.takeovers != rhs.takeovers {return false}
     if lhs.messagesSent != rhs.messagesSent {return false}
+    if lhs.retries != rhs.retries {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
