@@ -128,6 +128,8 @@ public struct Coordinator: Sendable {
         var branches: [BranchSummary]
         /// `branchesDigest` of the txn's branches; nil for a tombstone (no branches known).
         var digest: UInt64?
+        /// Attempts made; 0 where not known (adopted in a takeover, a tombstone).
+        var attempts: Attempt = 0
     }
 
     /// `epochs` are the partitions this node leads and the epoch it holds for each.
@@ -227,7 +229,9 @@ public struct Coordinator: Sendable {
             return CoordinatorOutput()
         }
         active[txnID] = nil
-        remember(txnID, FinishedTxn(partition: txn.partition, outcome: outcome, reason: reason, stamp: txn.stamp, branches: txn.branches.map(BranchSummary.init), digest: txn.digest))
+        remember(txnID, FinishedTxn(
+            partition: txn.partition, outcome: outcome, reason: reason, stamp: txn.stamp, branches: txn.branches.map(BranchSummary.init),
+            digest: txn.digest, attempts: txn.attempt + 1))
         var output = CoordinatorOutput()
         output.recordsToAppend = [PartitionRecord(partition: txn.partition, record: .end(txnID: txnID))]
         return output
@@ -393,10 +397,10 @@ public struct Coordinator: Sendable {
     private func knowledge(of txnID: TxnID) -> Knowledge {
         if let txn = active[txnID] {
             let current = status(of: txn)
-            return current == .preparing ? .undecided : .decided(ClientReply(txnID: txnID, status: current))
+            return current == .preparing ? .undecided : .decided(ClientReply(txnID: txnID, status: current, attempts: txn.attempt + 1))
         }
         if let done = finished[txnID] {
-            return .decided(ClientReply(txnID: txnID, status: status(done.outcome, done.reason)))
+            return .decided(ClientReply(txnID: txnID, status: status(done.outcome, done.reason), attempts: done.attempts))
         }
         return .unknown
     }
@@ -452,7 +456,7 @@ public struct Coordinator: Sendable {
         // follower's catch-up, which carries the in-flight txns, covers every decision whose
         // quorum is still pending.
         if outcome == .commit && mutant == .commitBeforeDurable { output.messagesNow = messages } else { output.messagesAfterAppend = messages }
-        output.replies = [ClientReply(txnID: txnID, status: status(outcome, reason))]
+        output.replies = [ClientReply(txnID: txnID, status: status(outcome, reason), attempts: txn.attempt + 1)]
         return output
     }
 

@@ -142,10 +142,14 @@ public enum TxnStatus: Hashable, Sendable {
 public struct ClientReply: Hashable, Sendable {
     public var txnID: TxnID
     public var status: TxnStatus
+    /// Attempts the coordinator made (1: prepared once); 0 where it does not know (a txn
+    /// finished before a takeover, or never started).
+    public var attempts: Attempt
 
-    public init(txnID: TxnID, status: TxnStatus) {
+    public init(txnID: TxnID, status: TxnStatus, attempts: Attempt = 0) {
         self.txnID = txnID
         self.status = status
+        self.attempts = attempts
     }
 }
 

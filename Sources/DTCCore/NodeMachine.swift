@@ -393,7 +393,7 @@ public struct NodeMachine: Sendable {
             case .preparing: break
             }
             for requester in waiting.removeValue(forKey: reply.txnID) ?? [] {
-                answer(requester, .status(reply.status, sender: sender(of: partition)))
+                answer(requester, .status(reply.status, sender: sender(of: partition), attempts: reply.attempts))
             }
         }
         for (requester, answer) in release.answers { self.answer(requester, answer) }

@@ -140,7 +140,8 @@ public struct Requester: Hashable, Sendable, CustomStringConvertible {
 /// What a node answers a submit, a resolve or a txn query.
 public enum NodeAnswer: Hashable, Sendable {
     /// The txn's state, as its partition's leader (`sender`) knows it once a quorum holds it.
-    case status(TxnStatus, sender: Sender)
+    /// `attempts`: as in `ClientReply` (0 where not known).
+    case status(TxnStatus, sender: Sender, attempts: Attempt = 0)
     /// Another node leads the partition.
     case redirect(leader: String, partition: UInt32)
     /// No leader can serve the partition now (no quorum, a takeover pending, a step-down).

@@ -106,8 +106,11 @@ struct CoordinatorService: Dtc_V1_Coordinator.SimpleServiceProtocol {
 
     private func answer(_ txnID: TxnID, _ answer: NodeAnswer) throws -> Dtc_V1_SubmitResponse {
         switch answer {
-        case .status(let status, let sender):
-            return .with { $0.outcome = outcome(txnID, status, sender.partition) }
+        case .status(let status, let sender, let attempts):
+            return .with {
+                $0.outcome = outcome(txnID, status, sender.partition)
+                $0.outcome.attempts = attempts
+            }
         case .redirect(let leader, let partition):
             return .with { $0.redirect = runtime.redirect(to: leader, partition: partition) }
         case .unavailable(let reason):

@@ -13,6 +13,8 @@ public struct SubmitOutcome: Sendable {
     public var partition: UInt32
     /// How many times the txn was sent (1 = no retry).
     public var attempts: Int
+    /// Attempts the coordinator made to prepare it (0: not known).
+    public var coordinatorAttempts: UInt32 = 0
 }
 
 public enum RouterError: Error, CustomStringConvertible, Sendable {
@@ -81,7 +83,8 @@ public struct Router: Sendable {
         guard let status = TxnStatus(wire: outcome) else {
             throw .unknownOutcome(lastError: "answer without a state from \(outcome.node)")
         }
-        return SubmitOutcome(status: status, node: outcome.node, partition: outcome.partition, attempts: result.attempts)
+        return SubmitOutcome(
+            status: status, node: outcome.node, partition: outcome.partition, attempts: result.attempts, coordinatorAttempts: outcome.attempts)
     }
 
     public func txn(_ txnID: TxnID) async throws(RouterError) -> Dtc_V1_TxnDetail {

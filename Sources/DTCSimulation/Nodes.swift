@@ -106,13 +106,13 @@ extension Simulation {
 
     private func deliverAnswer(_ answer: NodeAnswer, txnID: TxnID, to asker: SimNode.Asker, node index: Int) {
         switch (asker, answer) {
-        case (.client(let client), .status(let status, _)):
+        case (.client(let client), .status(let status, _, _)):
             send(.reply(ClientReply(txnID: txnID, status: status), client: client, node: index))
         case (.client(let client), .redirect(let leader, _)):
             send(.redirect(txnID, leader: Self.nodeIndex(leader), client: client, node: index))
         case (.client(let client), .unavailable), (.client(let client), .overloaded):
             send(.retryLater(txnID, client: client, node: index))
-        case (.rm(let rm), .status(let status, let sender)):
+        case (.rm(let rm), .status(let status, let sender, _)):
             switch status {
             case .committed: send(.inquiryAnswer(txnID, .commit, sender: sender, rm: rm))
             case .aborted: send(.inquiryAnswer(txnID, .abort, sender: sender, rm: rm))

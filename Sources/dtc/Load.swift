@@ -54,6 +54,9 @@ final class LoadStats: Sendable {
         var resubmitted = 0
         var abortReasons: [String: Int] = [:]
         var histogram = Histogram<UInt64>(highestTrackableValue: 600_000_000, numberOfSignificantValueDigits: .three)
+        /// Per committed txn: the attempts its coordinator made (those it knew of).
+        var attempts = Histogram<UInt64>(highestTrackableValue: 1_000_000, numberOfSignificantValueDigits: .three)
+        var attemptsTotal: UInt64 = 0
     }
 
     let counts = Mutex(Counts())
@@ -71,6 +74,10 @@ final class LoadStats: Sendable {
                 case .committed:
                     counts.committed += 1
                     counts.histogram.record(micros)
+                    if outcome.coordinatorAttempts > 0 {
+                        counts.attempts.record(UInt64(outcome.coordinatorAttempts))
+                        counts.attemptsTotal += UInt64(outcome.coordinatorAttempts)
+                    }
                 case .aborted(let reason):
                     counts.aborted += 1
                     counts.abortReasons[abortCategory(reason), default: 0] += 1
@@ -274,12 +281,14 @@ struct Load: AsyncParsableCommand {
         let throughput = Double(counts.committed) / max(seconds, 0.001)
         let ms = { (q: Double) in Double(counts.histogram.valueAtPercentile(q)) / 1_000 }
         let orders = counts.committed + counts.aborted + counts.unknown
+        let attemptsMean = counts.attempts.totalCount == 0 ? 0 : Double(counts.attemptsTotal) / Double(counts.attempts.totalCount)
         if json {
             // Typed: a literal 0 in a CVarArg list would go as an Int, and %.3f would take the next Double.
             let skewFraction: Double = hotSkus == nil ? 0 : hotFraction
             let reasons = counts.abortReasons.sorted { $0.key < $1.key }.map { "\"\(jsonEscape($0.key))\":\($0.value)" }.joined(separator: ",")
-            print(String(format: "{\"txns\":%d,\"concurrency\":%d,\"seed\":%llu,\"committed\":%d,\"aborted\":%d,\"unknown\":%d,\"retried\":%d,\"resubmitted\":%d,\"abortedByReason\":{%@},\"hotSkus\":%d,\"hotFraction\":%.3f,\"durationS\":%.3f,\"throughput\":%.1f,\"p50Ms\":%.2f,\"p90Ms\":%.2f,\"p99Ms\":%.2f,\"maxMs\":%.2f,\"messagesSent\":%llu}",
-                         orders, concurrency, runSeed, counts.committed, counts.aborted, counts.unknown, counts.retried, counts.resubmitted, reasons, hotSkus ?? 0, skewFraction, seconds, throughput, ms(50), ms(90), ms(99), Double(counts.histogram.max) / 1_000, MessageCounter.shared.messagesSent))
+            print(String(format: "{\"txns\":%d,\"concurrency\":%d,\"seed\":%llu,\"committed\":%d,\"aborted\":%d,\"unknown\":%d,\"retried\":%d,\"resubmitted\":%d,\"abortedByReason\":{%@},\"hotSkus\":%d,\"hotFraction\":%.3f,\"durationS\":%.3f,\"throughput\":%.1f,\"p50Ms\":%.2f,\"p90Ms\":%.2f,\"p99Ms\":%.2f,\"maxMs\":%.2f,\"messagesSent\":%llu,\"attemptsMean\":%.3f,\"attemptsP99\":%llu,\"attemptsMax\":%llu}",
+                         orders, concurrency, runSeed, counts.committed, counts.aborted, counts.unknown, counts.retried, counts.resubmitted, reasons, hotSkus ?? 0, skewFraction, seconds, throughput, ms(50), ms(90), ms(99), Double(counts.histogram.max) / 1_000, MessageCounter.shared.messagesSent,
+                         attemptsMean, counts.attempts.valueAtPercentile(99), counts.attempts.max))
             return
         }
         let skewText = hotSkus.map { ", \(Int(hotFraction * 100)) % of them to \($0) hot SKUs" } ?? ""
@@ -292,6 +301,8 @@ struct Load: AsyncParsableCommand {
         print("  unknown    \(counts.unknown)")
         print("  retried    \(counts.retried) (same txn ID, after a timeout or a node down)")
         print("  resubmitted \(counts.resubmitted) (sent again by the client with the same txn ID after an answer or none)")
+        print(String(format: "  attempts   mean %.3f, p99 %llu, max %llu per committed txn (the coordinator's; each retry keeps the start stamp)",
+                     attemptsMean, counts.attempts.valueAtPercentile(99), counts.attempts.max))
         print(String(format: "  throughput %.1f committed txn/s", throughput))
         print(String(format: "  latency    p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, max %.2f ms", ms(50), ms(90), ms(99), Double(counts.histogram.max) / 1_000))
     }

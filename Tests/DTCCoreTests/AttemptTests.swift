@@ -46,8 +46,9 @@ import Testing
 
         // Votes of attempt 0 arriving late count for nothing; attempt 1's decide.
         #expect(c.voteReceived(.yes, attempt: 0, txn: TxnID("t1"), from: RM.accounts, now: 51).isEmpty)
-        for rm in allRMs { _ = c.voteReceived(.yes, attempt: 1, txn: TxnID("t1"), from: rm, now: 52) }
-        #expect(c.status(of: "t1") == .committed)
+        var decided = CoordinatorOutput()
+        for rm in allRMs { decided = c.voteReceived(.yes, attempt: 1, txn: TxnID("t1"), from: rm, now: 52) }
+        #expect(decided.replies == [ClientReply(txnID: TxnID("t1"), status: .committed, attempts: 2)], "the client learns how many attempts it took")
     }
 
     @Test func theBackoffHoldsTheNextAttemptUntilATickAfterIt() throws {

@@ -223,14 +223,14 @@ import Testing
 
         // A client that submits the same txnID later is told it aborted; nothing is prepared.
         let late = try node.coordinator.submit("ghost", now: 1)
-        #expect(late.replies == [reply("ghost", .aborted(reason: reason))])
+        #expect(late.replies == [reply("ghost", .aborted(reason: reason), attempts: 0)])
         #expect(late.recordsToAppend.isEmpty && late.messagesNow.isEmpty && late.messagesAfterAppend.isEmpty)
 
         // The tombstone survives a crash, and is appended again at the new epoch.
         let recovered = node.crashAndRecover(now: 2)
         #expect(recovered.recordsToAppend.map(\.record) == [.decision(txnID: TxnID("ghost"), outcome: .abort, reason: reason, epoch: Epoch(counter: 2, node: 1))])
         #expect(recovered.replies.isEmpty && recovered.messagesNow.isEmpty && recovered.messagesAfterAppend.isEmpty)
-        #expect(try node.coordinator.submit("ghost", now: 3).replies == [reply("ghost", .aborted(reason: reason))])
+        #expect(try node.coordinator.submit("ghost", now: 3).replies == [reply("ghost", .aborted(reason: reason), attempts: 0)])
     }
 
     @Test func resolvingAPreparingTxnAnswersNothingYet() throws {

@@ -89,7 +89,8 @@ func decisions(_ id: String, _ outcome: Outcome, to rms: [String] = allRMs, send
     rms.map { .decision(rm: $0, DecisionMessage(txnID: TxnID(id), outcome: outcome, sender: sender)) }
 }
 
-func reply(_ id: String, _ status: TxnStatus) -> ClientReply { ClientReply(txnID: TxnID(id), status: status) }
+/// A reply after `attempts` attempts (1 unless retried; 0 where the coordinator does not know).
+func reply(_ id: String, _ status: TxnStatus, attempts: Attempt = 1) -> ClientReply { ClientReply(txnID: TxnID(id), status: status, attempts: attempts) }
 
 extension TxnStatus {
     /// The reason of an abort, nil otherwise.

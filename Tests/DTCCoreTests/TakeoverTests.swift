@@ -198,7 +198,7 @@ import Testing
         #expect(n2.endedRecords([TxnID("t3"), TxnID("unknown")], partition: 0) == [decisionRecord("t3", .commit, epoch: epoch2).record, endRecord("t3").record])
 
         let again = try n2.submit("t3", now: 9_001)
-        #expect(again.replies == [reply("t3", .committed)])
+        #expect(again.replies == [reply("t3", .committed, attempts: 0)])
         #expect(again.recordsToAppend.isEmpty && again.messagesNow.isEmpty && again.messagesAfterAppend.isEmpty)
         #expect(n2.inFlightCount == 0, "a retried txnID is not run a second time")
     }
@@ -212,7 +212,7 @@ import Testing
         #expect(n2.endedRecords([TxnID("t3")], partition: 0) == [decisionRecord("t3", .commit, epoch: epoch2).record, endRecord("t3").record])
 
         let again = try n2.submit("t3", now: 9_001)
-        #expect(again.replies == [reply("t3", .committed)])
+        #expect(again.replies == [reply("t3", .committed, attempts: 0)])
         #expect(n2.inFlightCount == 0, "a retried txnID is not run a second time")
     }
 
@@ -228,8 +228,8 @@ import Testing
         #expect(n2.inFlightCount == 0)
         #expect(n2.status(of: "ghost") == .aborted(reason: reason))
         // A late submit of the same txnID, or an RM's inquiry, hears ABORTED, never a fresh run.
-        #expect(try n2.submit("ghost", now: 9_001).replies == [reply("ghost", .aborted(reason: reason))])
-        #expect(n2.resolve(TxnID("ghost"), partition: 0) == answer("ghost", .aborted(reason: reason)))
+        #expect(try n2.submit("ghost", now: 9_001).replies == [reply("ghost", .aborted(reason: reason), attempts: 0)])
+        #expect(n2.resolve(TxnID("ghost"), partition: 0) == answer("ghost", .aborted(reason: reason), attempts: 0))
     }
 
     @Test func afterTakeoverTheNodeLeadsAtTheNewEpochAndAcksEndTheRedrivenTxn() {
@@ -449,8 +449,8 @@ func accepted(_ result: SubmitResult, sourceLocation: SourceLocation = #_sourceL
 }
 
 /// What `resolve` returns when it answers `status` from memory: the reply, nothing to append.
-func answer(_ id: String, _ status: TxnStatus) -> CoordinatorOutput {
+func answer(_ id: String, _ status: TxnStatus, attempts: Attempt = 1) -> CoordinatorOutput {
     var output = CoordinatorOutput()
-    output.replies = [reply(id, status)]
+    output.replies = [reply(id, status, attempts: attempts)]
     return output
 }

@@ -730,7 +730,7 @@ struct TranscriptCluster {
 
     private func describe(_ answer: NodeAnswer) -> String {
         switch answer {
-        case .status(let status, _): describe(status)
+        case .status(let status, _, _): describe(status)
         case .redirect(let leader, _): "redirect to \(leader)"
         case .unavailable(let text): "unavailable: \(text)"
         case .overloaded(let inFlight): "overloaded (\(inFlight) in flight)"

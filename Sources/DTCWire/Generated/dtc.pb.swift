@@ -377,6 +377,11 @@ public nonisolated struct Dtc_V1_TxnOutcome: Sendable {
   /// and LEADER_CHANGED under a new txn ID; REFUSED will fail again.
   public var abortCause: Dtc_V1_AbortCause = .none
 
+  /// Attempts the coordinator made to prepare the txn (1: once; more after NOs for
+  /// contention, each rolled back and prepared again with the same start stamp); 0 where the
+  /// answering leader does not know (a txn finished before it took the partition over).
+  public var attempts: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1590,7 +1595,7 @@ nonisolated extension Dtc_V1_Redirect: SwiftProtobuf.Message, SwiftProtobuf._Mes
 
 nonisolated extension Dtc_V1_TxnOutcome: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TxnOutcome"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}txn_id\0\u{1}state\0\u{1}reason\0\u{1}partition\0\u{1}node\0\u{3}abort_cause\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}txn_id\0\u{1}state\0\u{1}reason\0\u{1}partition\0\u{1}node\0\u{3}abort_cause\0\u{1}attempts\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1604,6 +1609,7 @@ nonisolated extension Dtc_V1_TxnOutcome: SwiftProtobuf.Message, SwiftProtobuf._M
       case 4: try { try decoder.decodeSingularUInt32Field(value: &self.partition) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.node) }()
       case 6: try { try decoder.decodeSingularEnumField(value: &self.abortCause) }()
+      case 7: try { try decoder.decodeSingularUInt32Field(value: &self.attempts) }()
       default: break
       }
     }
@@ -1628,6 +1634,9 @@ nonisolated extension Dtc_V1_TxnOutcome: SwiftProtobuf.Message, SwiftProtobuf._M
     if self.abortCause != .none {
       try visitor.visitSingularEnumField(value: self.abortCause, fieldNumber: 6)
     }
+    if self.attempts != 0 {
+      try visitor.visitSingularUInt32Field(value: self.attempts, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1638,6 +1647,7 @@ nonisolated extension Dtc_V1_TxnOutcome: SwiftProtobuf.Message, SwiftProtobuf._M
     if lhs.partition != rhs.partition {return false}
     if lhs.node != rhs.node {return false}
     if lhs.abortCause != rhs.abortCause {return false}
+    if lhs.attempts != rhs.attempts {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
