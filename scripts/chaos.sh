@@ -7,8 +7,11 @@
 # in doubt, and runs the independent checker, `dtc verify`, over the history and every RM's
 # ledger and state. It prints a summary table and exits 1 on any violation.
 #
-#   scripts/chaos.sh [--duration SECONDS] [--seed S] [--concurrency C] [--unary] [--keep]
+#   scripts/chaos.sh [--duration SECONDS] [--seed S] [--concurrency C] [--workload order|transfer] [--unary] [--keep]
 #
+# --workload transfer runs the bank of Examples/bank/cluster.json instead of the shop: two
+# accounts participants and transfers between 100 accounts of each, in random directions (every
+# txn locks two accounts at two participants: deadlock-prone by construction).
 # --duration is the fault phase (default 120 s); --seed fixes the nemesis schedule and the
 # orders (default: from the clock, printed); --keep leaves the run folder (history, logs) in
 # place. --unary makes the clients send unary Submits (`dtc load --unary`) instead of SubmitStream.
@@ -20,6 +23,7 @@ DURATION=120
 SEED=""
 CONCURRENCY=16
 KEEP=0
+WORKLOAD=order
 LOAD_MODE=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -27,12 +31,14 @@ while [ $# -gt 0 ]; do
     --seed) SEED="$2"; shift 2 ;;
     --concurrency) CONCURRENCY="$2"; shift 2 ;;
     --keep) KEEP=1; shift ;;
-    --unary) LOAD_MODE=(--unary); shift ;;
-    *) die "usage: chaos.sh [--duration SECONDS] [--seed S] [--concurrency C] [--unary] [--keep]" ;;
+    --unary) LOAD_MODE+=(--unary); shift ;;
+    --workload) WORKLOAD="$2"; shift 2 ;;
+    *) die "usage: chaos.sh [--duration SECONDS] [--seed S] [--concurrency C] [--workload order|transfer] [--unary] [--keep]" ;;
   esac
 done
 [[ "$DURATION" =~ ^[0-9]+$ ]] && [ "$DURATION" -ge 10 ] || die "--duration must be a whole number of seconds, at least 10"
 [[ "$CONCURRENCY" =~ ^[0-9]+$ ]] || die "--concurrency must be a number"
+[[ "$WORKLOAD" = order || "$WORKLOAD" = transfer ]] || die "--workload must be order or transfer"
 SEED="${SEED:-$(date +%s)}"
 [[ "$SEED" =~ ^[0-9]+$ ]] || die "--seed must be a number"
 
@@ -69,8 +75,14 @@ trap cleanup EXIT
 
 # Own ports (30100+, or DTC_CHAOS_PORT_BASE+ to run two at once) and data, a small key space
 # so that txns contend for the same keys.
-write_test_config "$ROOT/cluster.json" "$CONFIG" "${DTC_CHAOS_PORT_BASE:-30100}" \
-  '{"replicationFactor": 3, "seed": {"skus": 100, "unitsPerSku": 100000, "users": 1000, "centsPerUser": 100000000}}'
+if [ "$WORKLOAD" = transfer ]; then
+  write_test_config "$ROOT/Examples/bank/cluster.json" "$CONFIG" "${DTC_CHAOS_PORT_BASE:-30100}" \
+    '{"replicationFactor": 3, "seed": {"skus": 0, "unitsPerSku": 0, "users": 1000, "centsPerUser": 100000000}}'
+  LOAD_MODE+=(--workload transfer --accounts 100)
+else
+  write_test_config "$ROOT/cluster.json" "$CONFIG" "${DTC_CHAOS_PORT_BASE:-30100}" \
+    '{"replicationFactor": 3, "seed": {"skus": 100, "unitsPerSku": 100000, "users": 1000, "centsPerUser": 100000000}}'
+fi
 
 # Network faults need the `dtc fault` command and processes started to allow them.
 NETWORK=0
@@ -100,7 +112,7 @@ wait_until() {
   done
 }
 
-say "chaos: seed $SEED, $DURATION s of faults, concurrency $CONCURRENCY, build $DTC_BUILD, folder $WORK"
+say "chaos: seed $SEED, $DURATION s of faults, $WORKLOAD workload, concurrency $CONCURRENCY, build $DTC_BUILD, folder $WORK"
 cluster up >/dev/null
 wait_until all_led
 

@@ -47,7 +47,8 @@ start_one() {
     cmd+=(--allow-fault-injection)
   fi
   echo "=== start $(date -u +%FT%T.%3NZ)" >> "$LOGS/$name.log"
-  local crash="DTC_CRASH_AT_$name"
+  # A shell variable name: "accounts-2" reads DTC_CRASH_AT_accounts_2.
+  local crash="DTC_CRASH_AT_${name//[^A-Za-z0-9_]/_}"
   nohup env -u DTC_CRASH_AT ${!crash:+DTC_CRASH_AT=${!crash}} "${cmd[@]}" >> "$LOGS/$name.log" 2>&1 &
   echo $! > "$PIDS/$name.pid"
 }

@@ -2,7 +2,7 @@
 # dtc's test command: installs what is missing, runs the unit tests (swift test), then the
 # tests with real processes: scripts/cluster-test.sh, scripts/failover-test.sh,
 # scripts/fault-test.sh, scripts/example-test.sh, scripts/pg-test.sh (a real PostgreSQL server)
-# and a 60-second chaos run (scripts/chaos.sh) with a fixed seed.
+# and chaos runs (scripts/chaos.sh) with fixed seeds: 60 s of orders, 30 s of transfers.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -40,4 +40,6 @@ say "PostgreSQL participant test (dtc-pg)"
 DTC_BUILD=debug "$ROOT/scripts/pg-test.sh"
 say "chaos run (60 s)"
 DTC_BUILD=debug "$ROOT/scripts/chaos.sh" --duration 60 --seed 1
+say "chaos run, transfer workload (30 s)"
+DTC_BUILD=debug "$ROOT/scripts/chaos.sh" --duration 30 --seed 2 --workload transfer
 say "all tests passed"

@@ -353,7 +353,9 @@ public struct ParticipantMachine: Sendable {
             return reply(route, .ack(AckReply(txnID: id, accepted: false, reason: "stale epoch \(epoch) < \(txn.epoch)", rolledBackAttempt: message.rolledBackAttempt)))
         }
         if let rolledBack = message.rolledBackAttempt, rolledBack < txn.attempt, mutant != .rollbackAnyAttempt {
-            // The rollback of an earlier attempt: it never touches this one.
+            // The rollback of an earlier attempt: it never touches this one. Acknowledging it
+            // fences older leaders all the same (a restart may have lost a PREPARE's raise).
+            active[id]!.epoch = max(txn.epoch, epoch)
             return reply(route, .ack(AckReply(txnID: id, accepted: true, reason: "", rolledBackAttempt: rolledBack)))
         }
         let seen = txn.epoch
@@ -503,6 +505,7 @@ public struct ParticipantMachine: Sendable {
             // The rollback of one attempt: done already if this participant finished that
             // attempt or a later one; else a tombstone for it, so its late PREPARE is refused.
             guard done.allowsLaterAttempt, rolledBack > done.attempt else {
+                if epoch > done.epoch { finished[id]!.epoch = epoch }
                 return reply(route, .ack(AckReply(txnID: id, accepted: true, reason: "", rolledBackAttempt: rolledBack)))
             }
             return entomb(message, route, seen: done.epoch)

@@ -5,10 +5,13 @@ public enum ShopOperation: Hashable, Sendable {
     case reserve(orderID: String, sku: String, qty: Int64)
     case createOrder(orderID: String, userID: String, sku: String, qty: Int64, amount: Int64)
     case debit(orderID: String, userID: String, amount: Int64)
+    /// The other half of a transfer (whose first half is a debit with the transfer's ID).
+    case credit(transferID: String, userID: String, amount: Int64)
 
     public static let reserveKind = "reserve"
     public static let createOrderKind = "create-order"
     public static let debitKind = "debit"
+    public static let creditKind = "credit"
 
     /// Field bounds, checked where a branch is built and again where it is planned.
     public static let fieldBytesMax = 256
@@ -19,11 +22,16 @@ public enum ShopOperation: Hashable, Sendable {
         switch self {
         case .reserve: .inventory
         case .createOrder: .orders
-        case .debit: .accounts
+        case .debit, .credit: .accounts
         }
     }
 
-    public var kind: String { service.kind }
+    public var kind: String {
+        switch self {
+        case .credit: Self.creditKind
+        default: service.kind
+        }
+    }
 
     /// The branch for the RM `rm`: kind and flat-JSON payload.
     public func branch(rm: String) -> Branch {
@@ -41,6 +49,8 @@ public enum ShopOperation: Hashable, Sendable {
             ])
         case .debit(let orderID, let userID, let amount):
             FlatJSON.encode([("order_id", .string(orderID)), ("user_id", .string(userID)), ("amount", .integer(amount))])
+        case .credit(let transferID, let userID, let amount):
+            FlatJSON.encode([("transfer_id", .string(transferID)), ("user_id", .string(userID)), ("amount", .integer(amount))])
         }
     }
 
@@ -62,8 +72,12 @@ public enum ShopOperation: Hashable, Sendable {
                 qty: try reader.positive("qty", max: Self.quantityMax), amount: try reader.positive("amount", max: Self.amountMax))
         case Self.debitKind:
             self = .debit(orderID: try reader.text("order_id"), userID: try reader.text("user_id"), amount: try reader.positive("amount", max: Self.amountMax))
+        case Self.creditKind:
+            self = .credit(
+                transferID: try reader.text("transfer_id"), userID: try reader.text("user_id"), amount: try reader.positive("amount", max: Self.amountMax))
         default:
-            throw PlanRefusal("unknown kind '\(branch.kind)' (the shop runs \(Self.reserveKind), \(Self.createOrderKind), \(Self.debitKind))")
+            throw PlanRefusal(
+                "unknown kind '\(branch.kind)' (the shop runs \(Self.reserveKind), \(Self.createOrderKind), \(Self.debitKind), \(Self.creditKind))")
         }
         try reader.finish()
     }
@@ -111,6 +125,7 @@ public struct ShopLogic: ParticipantLogic {
         case .reserve(let orderID, let sku, _): [StateKey.stock(sku), StateKey.reservation(orderID)]
         case .createOrder(let orderID, _, _, _, _): [StateKey.order(orderID)]
         case .debit(let orderID, let userID, _): [StateKey.balance(userID), StateKey.debit(orderID)]
+        case .credit(let transferID, let userID, _): [StateKey.balance(userID), StateKey.credit(transferID)]
         }
     }
 
@@ -144,6 +159,11 @@ public struct ShopLogic: ParticipantLogic {
             guard case .count(let balance) = committed[StateKey.balance(userID)] else { throw "unknown user \(userID)" }
             guard balance >= amount else { throw "insufficient balance for \(userID): \(balance) < \(amount)" }
             return [(StateKey.balance(userID), .count(balance - amount)), (StateKey.debit(orderID), .debit(userID: userID, amount: amount))]
+        case .credit(let transferID, let userID, let amount):
+            guard committed[StateKey.credit(transferID)] == nil else { throw "transfer \(transferID) was already credited" }
+            guard case .count(let balance) = committed[StateKey.balance(userID)] else { throw "unknown user \(userID)" }
+            guard balance <= Int64.max - amount else { throw "balance of \(userID) would overflow" }
+            return [(StateKey.balance(userID), .count(balance + amount)), (StateKey.credit(transferID), .credit(userID: userID, amount: amount))]
         }
     }
 }
@@ -156,6 +176,15 @@ public func orderBranches(
         ShopOperation.reserve(orderID: orderID, sku: sku, qty: qty).branch(rm: inventory),
         ShopOperation.createOrder(orderID: orderID, userID: user, sku: sku, qty: qty, amount: amount).branch(rm: orders),
         ShopOperation.debit(orderID: orderID, userID: user, amount: amount).branch(rm: accounts),
+    ]
+}
+
+/// The branches of a transfer of `amount` cents from `from` at the accounts participant
+/// `fromRM` to `to` at `toRM`: a debit and a credit under the transfer's ID.
+public func transferBranches(transferID: String, from: String, fromRM: String, to: String, toRM: String, amount: Int64) -> [Branch] {
+    [
+        ShopOperation.debit(orderID: transferID, userID: from, amount: amount).branch(rm: fromRM),
+        ShopOperation.credit(transferID: transferID, userID: to, amount: amount).branch(rm: toRM),
     ]
 }
 

@@ -27,6 +27,7 @@ public enum StateValue: Hashable, Sendable {
     case reservation(sku: String, qty: Int64)
     case order(userID: String, sku: String, qty: Int64, amount: Int64)
     case debit(userID: String, amount: Int64)
+    case credit(userID: String, amount: Int64)
 
     public func encoded() -> [UInt8] {
         var writer = ByteWriter()
@@ -36,6 +37,7 @@ public enum StateValue: Hashable, Sendable {
         case .order(let userID, let sku, let qty, let amount):
             writer.write(UInt8(3)); writer.write(userID); writer.write(sku); writer.write(qty); writer.write(amount)
         case .debit(let userID, let amount): writer.write(UInt8(4)); writer.write(userID); writer.write(amount)
+        case .credit(let userID, let amount): writer.write(UInt8(5)); writer.write(userID); writer.write(amount)
         }
         return writer.bytes
     }
@@ -48,6 +50,7 @@ public enum StateValue: Hashable, Sendable {
         case 3:
             self = .order(userID: try reader.readString(), sku: try reader.readString(), qty: try reader.readInt64(), amount: try reader.readInt64())
         case 4: self = .debit(userID: try reader.readString(), amount: try reader.readInt64())
+        case 5: self = .credit(userID: try reader.readString(), amount: try reader.readInt64())
         case let tag: throw .badTag(tag, at: 0)
         }
     }
@@ -60,11 +63,13 @@ public enum StateKey {
     public static let orderPrefix = "order/"
     public static let balancePrefix = "bal/"
     public static let debitPrefix = "debit/"
+    public static let creditPrefix = "credit/"
 
     public static func stock(_ sku: String) -> String { stockPrefix + sku }
     public static func reservation(_ orderID: String) -> String { reservationPrefix + orderID }
     public static func order(_ orderID: String) -> String { orderPrefix + orderID }
     public static func balance(_ userID: String) -> String { balancePrefix + userID }
     public static func debit(_ orderID: String) -> String { debitPrefix + orderID }
+    public static func credit(_ transferID: String) -> String { creditPrefix + transferID }
 }
 

@@ -14,8 +14,9 @@ public enum ViolationKind: String, Hashable, Sendable, CaseIterable, Comparable 
     case leftPrepared = "no RM holds a prepared txn once quiet"
     case abortedWithEffects = "every aborted txn has no effect"
     case stockNotConserved = "stock + reserved = initial stock per SKU"
-    case moneyNotConserved = "initial money = balances + committed order amounts"
+    case moneyNotConserved = "initial money = balances + debits - credits"
     case orderIncomplete = "every committed order has one matching reservation and debit"
+    case transferIncomplete = "every committed transfer has one debit and one credit of its amount"
 
     public static func < (lhs: ViolationKind, rhs: ViolationKind) -> Bool {
         allCases.firstIndex(of: lhs)! < allCases.firstIndex(of: rhs)!
@@ -99,6 +100,7 @@ public enum Checker {
             checkStock(snapshot, initial: initial, into: &report)
             checkMoney(snapshot, initial: initial, into: &report)
             checkOrders(snapshot, into: &report)
+            checkTransfers(snapshot, into: &report)
         }
         return report
     }
@@ -178,6 +180,12 @@ public enum Checker {
                 told.committed += 1
                 if outcomes.contains(where: { $0 != .commit }) {
                     notApplied.append("\(txn): told committed, but \(describe)")
+                } else if let transfer = attempts[txn]!.values.compactMap(\.invoke.transfer).first {
+                    if snapshot.debits[txn].map({ $0.user == transfer.from && $0.amount == transfer.amount }) != true
+                        || snapshot.credits[txn].map({ $0.user == transfer.to && $0.amount == transfer.amount }) != true
+                    {
+                        notApplied.append("\(txn): told committed, but its debit and credit differ from the transfer invoked")
+                    }
                 } else if let order = snapshot.orders[txn] {
                     let invoked = attempts[txn]!.sorted { $0.key < $1.key }.compactMap(\.value.invoke.order).first
                     if let invoked, order != ClusterSnapshot.Order(user: invoked.user, sku: invoked.sku, qty: invoked.qty, amount: invoked.amount) {
@@ -278,17 +286,38 @@ public enum Checker {
         report.add(.stockNotConserved, "\(snapshot.stock.count) SKUs, \(snapshot.reservations.count) reservations, \(reserved.values.reduce(0, +)) units reserved", problems)
     }
 
+    /// Every accounts participant was seeded with every user's money; debits take it out of
+    /// balances, credits (the second half of transfers) put it back.
     static func checkMoney(_ snapshot: ClusterSnapshot, initial: InitialState, into report: inout VerificationReport) {
-        let money = Int64(initial.users) * initial.centsPerUser
+        let accounts = initial.users * snapshot.accountsRMs
+        let money = Int64(accounts) * initial.centsPerUser
         let balances = snapshot.balances.values.reduce(0, +)
         let ordered = snapshot.orders.values.reduce(0) { $0 + $1.amount }
         let debited = snapshot.debits.values.reduce(0) { $0 + $1.amount }
+        let credited = snapshot.credits.values.reduce(0) { $0 + $1.amount }
         let debitedForOrders = snapshot.debits.filter { snapshot.isOrder($0.key) }.values.reduce(0) { $0 + $1.amount }
         var problems: [String] = []
-        if money != balances + debited { problems.append("initial \(money) != balances \(balances) + debits \(debited)") }
+        if money != balances + debited - credited {
+            problems.append("initial \(money) != balances \(balances) + debits \(debited) - credits \(credited)")
+        }
         if debitedForOrders != ordered { problems.append("debits of orders \(debitedForOrders) != order amounts \(ordered)") }
-        if snapshot.balances.count != initial.users { problems.append("\(snapshot.balances.count) accounts, \(initial.users) seeded") }
-        report.add(.moneyNotConserved, "initial \(money), balances \(balances), orders \(ordered), debits \(debited)", problems)
+        if snapshot.balances.count != accounts { problems.append("\(snapshot.balances.count) accounts, \(accounts) seeded") }
+        let transfers = snapshot.credits.isEmpty ? "" : ", credits \(credited)"
+        report.add(.moneyNotConserved, "initial \(money), balances \(balances), orders \(ordered), debits \(debited)\(transfers)", problems)
+    }
+
+    /// A credit exists only with the debit of the same transfer, of the same amount (the
+    /// atomicity check covers a debit whose credit is missing: its txn names both branches).
+    static func checkTransfers(_ snapshot: ClusterSnapshot, into report: inout VerificationReport) {
+        var problems: [String] = []
+        for (id, credit) in snapshot.credits {
+            if let debit = snapshot.debits[id] {
+                if debit.amount != credit.amount { problems.append("\(id): debit \(debit.amount) != credit \(credit.amount)") }
+            } else {
+                problems.append("\(id): credit without debit")
+            }
+        }
+        report.add(.transferIncomplete, "\(snapshot.credits.count) transfers credited", problems.sorted())
     }
 
     /// Every committed order has exactly one reservation and one debit that match it, and no

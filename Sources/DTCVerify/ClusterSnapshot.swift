@@ -20,8 +20,14 @@ public struct ClusterSnapshot: Sendable {
     public var stock: [String: Int64] = [:]
     public var reservations: [String: (sku: String, qty: Int64)] = [:]
     public var orders: [String: Order] = [:]
+    /// Per account: its balance. With more than one accounts participant the key is
+    /// "participant/user" (each participant keeps its own accounts), else the user.
     public var balances: [String: Int64] = [:]
     public var debits: [String: (user: String, amount: Int64)] = [:]
+    /// Per transfer: the credit of its destination account.
+    public var credits: [String: (user: String, amount: Int64)] = [:]
+    /// Participants that run the accounts service, each seeded with every user's money.
+    public var accountsRMs = 1
     /// Per RM: txnID → how the txn ended there.
     public var ledgers: [String: [String: LedgerEntry]] = [:]
     /// Per RM: prepared txnIDs.
@@ -49,7 +55,7 @@ public struct ClusterSnapshot: Sendable {
 
     /// Whether any RM has a record of `txn` having any effect in the business state.
     func hasEffects(_ txn: String) -> Bool {
-        orders[txn] != nil || reservations[txn] != nil || debits[txn] != nil
+        orders[txn] != nil || reservations[txn] != nil || debits[txn] != nil || credits[txn] != nil
     }
 }
 

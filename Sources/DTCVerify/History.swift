@@ -32,16 +32,41 @@ public struct HistoryEvent: Hashable, Sendable {
     public var attempt: Int
     public var time: Double
     public var order: Order?
+    /// What was submitted, on `invoke` lines of the transfer workload (instead of an order).
+    public var transfer: Transfer?
     /// Why the txn aborted (`fail`) or why the outcome is unknown (`unknown`).
     public var reason: String?
 
-    public init(kind: Kind, txn: String, attempt: Int, time: Double, order: Order? = nil, reason: String? = nil) {
+    /// A transfer of `amount` cents from `from` at the accounts participant `fromRM` to `to`
+    /// at `toRM`.
+    public struct Transfer: Hashable, Sendable {
+        public var from: String
+        public var fromRM: String
+        public var to: String
+        public var toRM: String
+        public var amount: Int64
+
+        public init(from: String, fromRM: String, to: String, toRM: String, amount: Int64) {
+            self.from = from
+            self.fromRM = fromRM
+            self.to = to
+            self.toRM = toRM
+            self.amount = amount
+        }
+    }
+
+    public init(kind: Kind, txn: String, attempt: Int, time: Double, order: Order? = nil, transfer: Transfer? = nil, reason: String? = nil) {
         self.kind = kind
         self.txn = txn
         self.attempt = attempt
         self.time = time
         self.order = order
+        self.transfer = transfer
         self.reason = reason
+    }
+
+    public static func invoke(_ txn: String, attempt: Int, at time: Double, _ transfer: Transfer) -> HistoryEvent {
+        HistoryEvent(kind: .invoke, txn: txn, attempt: attempt, time: time, transfer: transfer)
     }
 
     public static func invoke(_ txn: String, attempt: Int, at time: Double, _ order: Order) -> HistoryEvent {
@@ -59,6 +84,12 @@ public struct HistoryEvent: Hashable, Sendable {
         }
         if let order {
             fields += ["\"user\":\(Self.quoted(order.user))", "\"sku\":\(Self.quoted(order.sku))", "\"qty\":\(order.qty)", "\"amount\":\(order.amount)"]
+        }
+        if let transfer {
+            fields += [
+                "\"from\":\(Self.quoted(transfer.from))", "\"fromRm\":\(Self.quoted(transfer.fromRM))", "\"to\":\(Self.quoted(transfer.to))",
+                "\"toRm\":\(Self.quoted(transfer.toRM))", "\"amount\":\(transfer.amount)",
+            ]
         }
         if let reason { fields.append("\"reason\":\(Self.quoted(reason))") }
         return "{" + fields.joined(separator: ",") + "}"
@@ -124,6 +155,11 @@ public struct History: Sendable {
         guard let time = (object["time"] as? NSNumber)?.doubleValue, time.isFinite, time > 0 else { return fail("no \"time\"") }
         var event = HistoryEvent(kind: kind, txn: txn, attempt: attempt, time: time, reason: object["reason"] as? String)
         switch kind {
+        case .invoke where object["from"] != nil:
+            guard let from = object["from"] as? String, let fromRM = object["fromRm"] as? String, let to = object["to"] as? String,
+                let toRM = object["toRm"] as? String, let amount = (object["amount"] as? NSNumber)?.int64Value
+            else { return fail("a transfer's invoke without its fields (from, fromRm, to, toRm, amount)") }
+            event.transfer = HistoryEvent.Transfer(from: from, fromRM: fromRM, to: to, toRM: toRM, amount: amount)
         case .invoke:
             guard let user = object["user"] as? String, let sku = object["sku"] as? String,
                 let qty = (object["qty"] as? NSNumber)?.int64Value, let amount = (object["amount"] as? NSNumber)?.int64Value

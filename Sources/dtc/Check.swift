@@ -55,7 +55,9 @@ func readHistory(_ path: String) throws -> History {
 /// The shop's seed, for its business checks: only where the cluster runs the shop's three
 /// services. Other participants get the generic checks alone.
 func shopInitialState(_ config: ClusterConfig) -> InitialState? {
-    guard let seed = config.seed, (try? ShopRMs(config)) != nil else { return nil }
+    // Any shop service counts: a cluster of accounts participants only (Examples/bank) has the
+    // money to conserve and no stock or orders.
+    guard let seed = config.seed, config.rms.contains(where: { $0.service.flatMap(ShopService.init(rawValue:)) != nil }) else { return nil }
     return InitialState(skus: seed.skus, unitsPerSku: seed.unitsPerSku, users: seed.users, centsPerUser: seed.centsPerUser)
 }
 
@@ -94,6 +96,7 @@ struct ClusterReader {
 
     func snapshot() async throws -> ClusterSnapshot {
         var snapshot = ClusterSnapshot()
+        snapshot.accountsRMs = max(1, config.rms.filter { $0.service == ShopService.accounts.rawValue }.count)
         for rm in config.rms {
             var ledger: [String: LedgerEntry] = [:]
             for (key, value) in try await scan(rm, .ledger) {
@@ -138,8 +141,14 @@ struct ClusterReader {
     }
 
     private func readAccounts(_ rm: ClusterConfig.Process, into snapshot: inout ClusterSnapshot) async throws {
+        let owner = snapshot.accountsRMs > 1 ? "\(rm.name)/" : ""
         for (key, value) in try await scan(rm, prefix: StateKey.balancePrefix) {
-            if case .count(let cents) = try StateValue(decoding: value) { snapshot.balances[String(key.dropFirst(StateKey.balancePrefix.count))] = cents }
+            if case .count(let cents) = try StateValue(decoding: value) { snapshot.balances[owner + String(key.dropFirst(StateKey.balancePrefix.count))] = cents }
+        }
+        for (key, value) in try await scan(rm, prefix: StateKey.creditPrefix) {
+            if case .credit(let user, let amount) = try StateValue(decoding: value) {
+                snapshot.credits[String(key.dropFirst(StateKey.creditPrefix.count))] = (user, amount)
+            }
         }
         for (key, value) in try await scan(rm, prefix: StateKey.debitPrefix) {
             if case .debit(let user, let amount) = try StateValue(decoding: value) {

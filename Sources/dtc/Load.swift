@@ -43,6 +43,36 @@ struct GeneratedOrder: Sendable {
     }
 }
 
+/// One generated transfer: money between two accounts at two different accounts
+/// participants, in a random direction, so that txns lock the same accounts in opposite
+/// orders (deadlock-prone by construction; wait-die keeps it deadlock-free).
+struct GeneratedTransfer: Sendable {
+    var txnID: String
+    var transfer: HistoryEvent.Transfer
+
+    static func make(_ index: Int, runSeed: UInt64, users: Int, accountsRMs: [String]) -> GeneratedTransfer {
+        var rng = SplitMix64(seed: runSeed &+ UInt64(index) &* 0x2545_f491_4f6c_dd1d)
+        let fromIndex = Int.random(in: 0..<accountsRMs.count, using: &rng)
+        let toIndex = (fromIndex + Int.random(in: 1..<accountsRMs.count, using: &rng)) % accountsRMs.count
+        let transfer = HistoryEvent.Transfer(
+            from: "user-\(Int.random(in: 0..<users, using: &rng))", fromRM: accountsRMs[fromIndex],
+            to: "user-\(Int.random(in: 0..<users, using: &rng))", toRM: accountsRMs[toIndex], amount: Int64.random(in: 1...1_000, using: &rng))
+        return GeneratedTransfer(txnID: "xfer-\(runSeed)-\(index)", transfer: transfer)
+    }
+
+    var branches: [Branch] {
+        transferBranches(transferID: txnID, from: transfer.from, fromRM: transfer.fromRM, to: transfer.to, toRM: transfer.toRM, amount: transfer.amount)
+    }
+}
+
+/// What `dtc load` sends.
+enum Workload: String, ExpressibleByArgument, CaseIterable, Sendable {
+    /// Shop orders: reserve stock, create the order, debit the account.
+    case order
+    /// Transfers between accounts at two accounts participants.
+    case transfer
+}
+
 /// Counters shared by the load workers.
 final class LoadStats: Sendable {
     struct Counts {
@@ -143,6 +173,9 @@ struct Load: AsyncParsableCommand {
     var history: String?
     @Option(help: "Contention: send --hot-fraction of the orders to the first this many SKUs (e.g. 10).") var hotSkus: Int?
     @Option(help: "With --hot-skus: the fraction of orders that go to the hot SKUs.") var hotFraction = 0.5
+    @Option(help: "What to send: order (the shop's three-service orders) or transfer (money between accounts at two accounts participants).")
+    var workload = Workload.order
+    @Option(help: "With --workload transfer: draw the accounts from the first this many users (fewer: more contention).") var accounts: Int?
     @Flag(help: "Print the summary as one JSON object.") var json = false
     @Flag(help: "Send each order as a unary Submit (an HTTP/2 stream per txn) instead of on one long-lived SubmitStream per node, many per message.")
     var unary = false
@@ -156,6 +189,23 @@ struct Load: AsyncParsableCommand {
         guard (0...1).contains(resubmit) else { throw ValidationError("--resubmit must be in 0...1") }
         if let hotSkus { guard hotSkus > 0 else { throw ValidationError("--hot-skus must be positive") } }
         guard (0...1).contains(hotFraction) else { throw ValidationError("--hot-fraction must be in 0...1") }
+        if workload == .transfer && hotSkus != nil { throw ValidationError("--hot-skus is for the order workload; use --accounts with --workload transfer") }
+        if let accounts {
+            guard workload == .transfer else { throw ValidationError("--accounts is for --workload transfer") }
+            guard accounts >= 1 else { throw ValidationError("--accounts must be positive") }
+        }
+    }
+
+    /// The accounts participants and users a transfer load draws from, checked against the config.
+    private func transferSetup(_ config: ClusterConfig, _ seed: ClusterConfig.Seed) throws -> TransferSetup {
+        let rms = config.rms.filter { $0.service == ShopService.accounts.rawValue && $0.postgres == nil }.map(\.name)
+        guard rms.count >= 2 else {
+            throw CLIFailure.usage(
+                "--workload transfer needs two participants running the accounts service (dtc-rm); this cluster config has \(rms.count) (Examples/bank/cluster.json has two)")
+        }
+        let users = accounts ?? seed.users
+        guard users <= seed.users else { throw CLIFailure.usage("--accounts \(users) is more than the \(seed.users) users of the cluster config's seed") }
+        return TransferSetup(rms: rms, users: users)
     }
 
     /// The SKU skew, checked against the cluster's SKUs.
@@ -180,7 +230,9 @@ struct Load: AsyncParsableCommand {
         let total = duration == nil ? txns : Int.max
         let progress = Task { await Self.reportProgress(stats, total: duration == nil ? txns : nil, started: started) }
         guard let shopSeed = config.seed else { throw CLIFailure.usage("this cluster runs no shop: the cluster config has no \"seed\"") }
-        let worker = Worker(runSeed: runSeed, seed: shopSeed, skew: try skew(shopSeed), shop: try ShopRMs(config), router: router, stats: stats,
+        let transfers = workload == .transfer ? try transferSetup(config, shopSeed) : nil
+        let worker = Worker(runSeed: runSeed, seed: shopSeed, skew: try skew(shopSeed), shop: transfers == nil ? try ShopRMs(config) : nil,
+                            transfers: transfers, router: router, stats: stats,
                             retryFor: .seconds(retryFor), attempts: attempts, resubmit: resubmit, deadline: deadline, history: historyWriter)
         await withTaskGroup(of: Void.self) { group in
             for _ in 0..<concurrency {
@@ -208,7 +260,8 @@ struct Load: AsyncParsableCommand {
         let runSeed: UInt64
         let seed: ClusterConfig.Seed
         let skew: GeneratedOrder.Skew?
-        let shop: ShopRMs
+        let shop: ShopRMs?
+        let transfers: TransferSetup?
         let router: Router
         let stats: LoadStats
         let retryFor: Duration
@@ -217,15 +270,26 @@ struct Load: AsyncParsableCommand {
         let deadline: ContinuousClock.Instant?
         let history: HistoryWriter?
 
-        func runOne(_ index: Int) async {
+        /// The txn for `index`: its ID, branches and the invoke line of an attempt.
+        private func job(_ index: Int) -> (txnID: String, branches: [Branch], invoke: @Sendable (Int, Double) -> HistoryEvent) {
+            if let transfers {
+                let transfer = GeneratedTransfer.make(index, runSeed: runSeed, users: transfers.users, accountsRMs: transfers.rms)
+                return (transfer.txnID, transfer.branches, { .invoke(transfer.txnID, attempt: $0, at: $1, transfer.transfer) })
+            }
             let order = GeneratedOrder.make(index, runSeed: runSeed, seed: seed, skew: skew)
-            let branches = shop.branches(orderID: order.txnID, user: order.user, sku: order.sku, qty: order.qty, amount: order.amount)
+            let branches = shop!.branches(orderID: order.txnID, user: order.user, sku: order.sku, qty: order.qty, amount: order.amount)
+            let invoked = HistoryEvent.Order(user: order.user, sku: order.sku, qty: order.qty, amount: order.amount)
+            return (order.txnID, branches, { .invoke(order.txnID, attempt: $0, at: $1, invoked) })
+        }
+
+        func runOne(_ index: Int) async {
+            let job = job(index)
             var rng = SplitMix64(seed: runSeed ^ 0x5bd1_e995 &+ UInt64(index))
             let resubmitOnce = Double.random(in: 0..<1, using: &rng) < resubmit
             var attempt = 1
             while true {
                 let begin = ContinuousClock.now
-                let result = await send(order, branches, attempt: attempt)
+                let result = await send(job, attempt: attempt)
                 let isUnknown = result.told == nil
                 let again = attempt < attempts && (isUnknown || (resubmitOnce && attempt == 1))
                 let inTime = deadline.map { ContinuousClock.now < $0 + retryFor } ?? true
@@ -238,12 +302,13 @@ struct Load: AsyncParsableCommand {
         }
 
         /// One attempt: its invoke line, the submit, its completion line.
-        private func send(_ order: GeneratedOrder, _ branches: [Branch], attempt: Int) async -> (result: Result<SubmitOutcome, RouterError>, told: Outcome?) {
-            history?.append(.invoke(order.txnID, attempt: attempt, at: Date().timeIntervalSince1970,
-                                    HistoryEvent.Order(user: order.user, sku: order.sku, qty: order.qty, amount: order.amount)))
+        private func send(
+            _ job: (txnID: String, branches: [Branch], invoke: @Sendable (Int, Double) -> HistoryEvent), attempt: Int
+        ) async -> (result: Result<SubmitOutcome, RouterError>, told: Outcome?) {
+            history?.append(job.invoke(attempt, Date().timeIntervalSince1970))
             let result: Result<SubmitOutcome, RouterError>
             do {
-                result = .success(try await router.submit(TxnID(order.txnID), branches: branches, retryFor: retryFor))
+                result = .success(try await router.submit(TxnID(job.txnID), branches: job.branches, retryFor: retryFor))
             } catch {
                 result = .failure(error)
             }
@@ -258,7 +323,7 @@ struct Load: AsyncParsableCommand {
                     }
                 case .failure(let error): (.unknown, error.description, nil)
                 }
-            history?.append(HistoryEvent(kind: kind, txn: order.txnID, attempt: attempt, time: now, reason: reason))
+            history?.append(HistoryEvent(kind: kind, txn: job.txnID, attempt: attempt, time: now, reason: reason))
             return (result, told)
         }
     }
@@ -286,13 +351,14 @@ struct Load: AsyncParsableCommand {
             // Typed: a literal 0 in a CVarArg list would go as an Int, and %.3f would take the next Double.
             let skewFraction: Double = hotSkus == nil ? 0 : hotFraction
             let reasons = counts.abortReasons.sorted { $0.key < $1.key }.map { "\"\(jsonEscape($0.key))\":\($0.value)" }.joined(separator: ",")
-            print(String(format: "{\"txns\":%d,\"concurrency\":%d,\"seed\":%llu,\"committed\":%d,\"aborted\":%d,\"unknown\":%d,\"retried\":%d,\"resubmitted\":%d,\"abortedByReason\":{%@},\"hotSkus\":%d,\"hotFraction\":%.3f,\"durationS\":%.3f,\"throughput\":%.1f,\"p50Ms\":%.2f,\"p90Ms\":%.2f,\"p99Ms\":%.2f,\"maxMs\":%.2f,\"messagesSent\":%llu,\"attemptsMean\":%.3f,\"attemptsP99\":%llu,\"attemptsMax\":%llu}",
-                         orders, concurrency, runSeed, counts.committed, counts.aborted, counts.unknown, counts.retried, counts.resubmitted, reasons, hotSkus ?? 0, skewFraction, seconds, throughput, ms(50), ms(90), ms(99), Double(counts.histogram.max) / 1_000, MessageCounter.shared.messagesSent,
+            print(String(format: "{\"workload\":\"%@\",\"txns\":%d,\"concurrency\":%d,\"seed\":%llu,\"committed\":%d,\"aborted\":%d,\"unknown\":%d,\"retried\":%d,\"resubmitted\":%d,\"abortedByReason\":{%@},\"hotSkus\":%d,\"hotFraction\":%.3f,\"durationS\":%.3f,\"throughput\":%.1f,\"p50Ms\":%.2f,\"p90Ms\":%.2f,\"p99Ms\":%.2f,\"maxMs\":%.2f,\"messagesSent\":%llu,\"attemptsMean\":%.3f,\"attemptsP99\":%llu,\"attemptsMax\":%llu}",
+                         workload.rawValue, orders, concurrency, runSeed, counts.committed, counts.aborted, counts.unknown, counts.retried, counts.resubmitted, reasons, hotSkus ?? 0, skewFraction, seconds, throughput, ms(50), ms(90), ms(99), Double(counts.histogram.max) / 1_000, MessageCounter.shared.messagesSent,
                          attemptsMean, counts.attempts.valueAtPercentile(99), counts.attempts.max))
             return
         }
         let skewText = hotSkus.map { ", \(Int(hotFraction * 100)) % of them to \($0) hot SKUs" } ?? ""
-        print("load: \(orders) orders, concurrency \(concurrency), seed \(runSeed)\(skewText), \(String(format: "%.2f", seconds)) s")
+        let what = workload == .transfer ? "transfers" + (accounts.map { " among \($0) accounts per participant" } ?? "") : "orders"
+        print("load: \(orders) \(what), concurrency \(concurrency), seed \(runSeed)\(skewText), \(String(format: "%.2f", seconds)) s")
         print("  committed  \(counts.committed)")
         print("  aborted    \(counts.aborted)")
         for (reason, count) in counts.abortReasons.sorted(by: { $0.value > $1.value }) {
@@ -306,6 +372,12 @@ struct Load: AsyncParsableCommand {
         print(String(format: "  throughput %.1f committed txn/s", throughput))
         print(String(format: "  latency    p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, max %.2f ms", ms(50), ms(90), ms(99), Double(counts.histogram.max) / 1_000))
     }
+}
+
+/// The accounts participants and the users a transfer load draws from.
+struct TransferSetup: Sendable {
+    var rms: [String]
+    var users: Int
 }
 
 func jsonEscape(_ text: String) -> String {

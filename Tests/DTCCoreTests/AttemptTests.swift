@@ -186,6 +186,20 @@ import Testing
         #expect(rm.prepare(attempt(1), now: 9).plans.isEmpty)
     }
 
+    /// dtc-sim seed 1630: a restart lost the raise of a newer leader's PREPARE; the newer
+    /// leader's rollback of its own earlier attempt was acknowledged, then the old leader's
+    /// rollback of the attempt held was applied.
+    @Test func acknowledgingANewerLeadersRollbackOfAnEarlierAttemptFencesTheOlderLeader() throws {
+        let epoch2 = Epoch(counter: 2, node: 2)
+        var rm = ParticipantMachine()
+        let held = PreparedTxn(txnID: t1, stamp: 10, attempt: 3, sender: n1Sender, kind: "reserve", keys: ["stock/apple"], writes: [], participants: [RM.inventory])
+        rm.recover(prepared: [held], now: 0)
+        #expect(rm.decide(rollback(0, epoch: epoch2), now: 1).acks.map(\.accepted) == [true])
+        let stale = rm.decide(rollback(3), now: 2)
+        #expect(stale.recordsToPersist.isEmpty && stale.acks.map(\.accepted) == [false])
+        #expect(rm.preparedCount == 1)
+    }
+
     @Test func aStaleLeadersRollbackIsRefusedAfterANewerEpochWasSeen() throws {
         var rm = ParticipantMachine()
         let epoch2 = Epoch(counter: 2, node: 2)

@@ -33,6 +33,19 @@ import Testing
         ]))
     }
 
+    @Test func aCreditAddsMoneyOnceAndRecordsItself() throws {
+        let credit = ShopOperation.credit(transferID: "x1", userID: "bob", amount: 250)
+        #expect(plan(accounts, credit, ["bal/bob": .count(1_000)]) == .success([
+            Write(key: "bal/bob", value: StateValue.count(1_250).encoded()),
+            Write(key: "credit/x1", value: StateValue.credit(userID: "bob", amount: 250).encoded()),
+        ]))
+        #expect(refusal(plan(accounts, credit, ["bal/bob": .count(1_000), "credit/x1": .credit(userID: "bob", amount: 250)]))
+            == "transfer x1 was already credited")
+        #expect(refusal(plan(accounts, credit, [:])) == "unknown user bob")
+        #expect(refusal(plan(inventory, credit, [:])) == "credit is not an operation of the inventory service")
+        #expect(try accounts.keys(for: credit.branch(rm: "accounts")) == ["bal/bob", "credit/x1"])
+    }
+
     @Test func anOrderIsCreatedOnce() {
         let op = ShopOperation.createOrder(orderID: "o1", userID: "ada", sku: "apple", qty: 2, amount: 300)
         #expect(plan(orders, op, [:]) == .success([Write(key: "order/o1", value: StateValue.order(userID: "ada", sku: "apple", qty: 2, amount: 300).encoded())]))

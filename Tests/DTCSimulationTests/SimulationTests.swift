@@ -46,7 +46,7 @@ func simulate<Result: Sendable>(_ work: @escaping @Sendable () -> Result) async 
 /// Seeds that once broke an invariant, kept after the fix. (A change to the simulator or the
 /// cores draws other runs from them; the transcripts in DTCCoreTests pin each fix itself.)
 @Suite struct RegressionSeeds {
-    @Test(arguments: [UInt64(1), 15, 75, 213, 228, 243, 252, 254, 258, 260, 293, 507, 567, 1541, 1662, 1958, 3640, 7698, 14839, 15004, 19956])
+    @Test(arguments: [UInt64(1), 15, 35, 75, 213, 228, 243, 252, 254, 258, 260, 293, 507, 567, 1541, 1630, 1662, 1958, 3640, 7698, 14839, 15004, 19956])
     func aSeedThatFoundABugKeepsEveryInvariant(_ seed: UInt64) async {
         let result = await simulate { Simulation(seed: seed).run() }
         #expect(result.violations.isEmpty, "seed \(seed): \(result.violations)")

@@ -166,8 +166,26 @@ import Testing
 }
 
 @Suite struct HistoryTests {
+    @Test func aTransferRunOverTwoAccountsParticipantsHasNoViolations() {
+        let report = TransferScenario.clean().verify()
+        #expect(report.violations == 0, "\(report.lines)")
+    }
+
+    @Test func aTransferWhoseCreditDiffersOrIsMissingIsReported() {
+        var differs = TransferScenario.clean()
+        differs.snapshot.credits["x1"]!.amount += 1
+        differs.snapshot.balances["accounts-2/user-1"]! += 1
+        #expect(differs.verify().violatedKinds == [.toldCommittedNotApplied, .transferIncomplete])
+
+        var missing = TransferScenario.clean()
+        missing.snapshot.credits["x1"] = nil
+        missing.snapshot.balances["accounts-2/user-1"]! -= 100
+        #expect(missing.verify().violatedKinds == [.toldCommittedNotApplied], "the money sits in the debit: conserved, but the client was told otherwise")
+    }
+
     @Test func anEventRoundTripsThroughItsLine() {
         let events = [
+            HistoryEvent.invoke("x-1", attempt: 1, at: 5, HistoryEvent.Transfer(from: "user-0", fromRM: "accounts", to: "user-\"1", toRM: "accounts-2", amount: 7)),
             HistoryEvent.invoke("o-\"1\"", attempt: 2, at: 1_700_000_000.25, HistoryEvent.Order(user: "u\\1", sku: "s\n", qty: 3, amount: 4)),
             HistoryEvent(kind: .fail, txn: "o", attempt: 1, time: 1.5, reason: "inventory voted NO: insufficient stock for \"x\"\t"),
             HistoryEvent(kind: .unknown, txn: "o", attempt: 3, time: 2, reason: "outcome unknown: \u{1}"),
@@ -181,6 +199,31 @@ import Testing
 
 let e1 = Epoch(counter: 1, node: 1)
 let order = HistoryEvent.Order(user: "user-0", sku: "sku-0", qty: 2, amount: 300)
+
+/// Two accounts participants, each seeded with two users of 1,000 cents; transfer x1 moved 100
+/// cents from user-0 at accounts to user-1 at accounts-2 and its client was told so.
+struct TransferScenario {
+    var snapshot = ClusterSnapshot()
+    var history: [String] = []
+    let initial = InitialState(skus: 0, unitsPerSku: 0, users: 2, centsPerUser: 1_000)
+
+    static func clean() -> TransferScenario {
+        var run = TransferScenario()
+        run.snapshot.accountsRMs = 2
+        run.snapshot.balances = ["accounts/user-0": 900, "accounts/user-1": 1_000, "accounts-2/user-0": 1_000, "accounts-2/user-1": 1_100]
+        run.snapshot.debits["x1"] = ("user-0", 100)
+        run.snapshot.credits["x1"] = ("user-1", 100)
+        let participants = ["accounts", "accounts-2"]
+        for rm in participants { run.snapshot.ledgers[rm] = ["x1": LedgerEntry(outcome: .commit, epoch: e1, seenEpoch: e1, participants: participants)] }
+        let transfer = HistoryEvent.Transfer(from: "user-0", fromRM: "accounts", to: "user-1", toRM: "accounts-2", amount: 100)
+        run.history = [HistoryEvent.invoke("x1", attempt: 1, at: 100, transfer).jsonLine, #"{"type":"ok","txn":"x1","attempt":1,"time":100.5,"outcome":"committed"}"#]
+        return run
+    }
+
+    func verify() -> VerificationReport {
+        Checker.verify(history: History(parsing: history.joined(separator: "\n")), snapshot: snapshot, initial: initial, quiet: true, checkedAt: 101)
+    }
+}
 
 /// Two SKUs of 10 units, two users with 1,000 cents. t1 committed (attempt 1 unknown, attempt
 /// 2 ok: 1.5 s in doubt), t2 aborted, t3 committed but its client never learned it.
