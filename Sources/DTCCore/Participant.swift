@@ -175,6 +175,9 @@ public struct ParticipantMachine: Sendable {
         public var conflictingDecisions: UInt64 = 0
         /// Attempts rolled back so that the coordinator could prepare the txn again.
         public var attemptsRolledBack: UInt64 = 0
+        /// Txns that waited for a lock, and the longest wait (ticks) until the grant or the NO.
+        public var lockWaits: UInt64 = 0
+        public var lockWaitLongestMs: UInt64 = 0
         public var ledgerLookups: UInt64 = 0
     }
 
@@ -289,6 +292,7 @@ public struct ParticipantMachine: Sendable {
             active[id] = ActiveTxn(phase: .reading(message, keys: lockKeys), epoch: message.sender.epoch, attempt: attempt, voteRoutes: [route])
             output.plans.append(PlanRequest(txnID: id, branch: message.branch, keys: lockKeys))
         case .waiting:
+            counters.lockWaits += 1
             let deadline = now + limits.lockWaitTimeout
             active[id] = ActiveTxn(
                 phase: .waitingForLocks(message, keys: lockKeys, deadline: deadline), epoch: message.sender.epoch, attempt: attempt, voteRoutes: [route])
@@ -414,6 +418,7 @@ public struct ParticipantMachine: Sendable {
             }
             switch txn.phase {
             case .waitingForLocks(_, _, let deadline) where now >= deadline:
+                noteLockWait(since: deadline - limits.lockWaitTimeout, now: now)
                 locks.withdraw(id)
                 watched.remove(id)
                 output.merge(refuse(id, epoch: txn.epoch, attempt: txn.attempt, AbortReason(.contention, "lock wait timeout"), routes: txn.voteRoutes))
@@ -640,13 +645,18 @@ public struct ParticipantMachine: Sendable {
         return waiting.map { RoutedReply(route: $0, reply: reply) }
     }
 
+    private mutating func noteLockWait(since: UInt64, now: UInt64) {
+        counters.lockWaitLongestMs = max(counters.lockWaitLongestMs, now - min(since, now))
+    }
+
     /// Releases `txnID`'s locks; waiters that now hold theirs are sent to plan, waiters that
     /// died on retry vote NO.
     private mutating func releaseLocks(of txnID: TxnID, now: UInt64) -> ParticipantOutput {
         let (granted, died) = locks.release(txnID)
         var output = ParticipantOutput()
         for id in granted {
-            guard case .waitingForLocks(let message, let keys, _) = active[id]?.phase else { continue }
+            guard case .waitingForLocks(let message, let keys, let deadline) = active[id]?.phase else { continue }
+            noteLockWait(since: deadline - limits.lockWaitTimeout, now: now)
             active[id]!.phase = .reading(message, keys: keys)
             output.plans.append(PlanRequest(txnID: id, branch: message.branch, keys: keys))
         }

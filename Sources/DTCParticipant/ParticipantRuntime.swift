@@ -90,6 +90,8 @@ actor ParticipantRuntime {
             $0.active = UInt64(machine.activeCount)
             $0.cachedFinished = UInt64(machine.cachedFinishedCount)
             $0.ledgerLookups = machine.counters.ledgerLookups
+            $0.lockWaits = machine.counters.lockWaits
+            $0.lockWaitLongestMs = machine.counters.lockWaitLongestMs
         }
     }
 

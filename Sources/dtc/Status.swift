@@ -29,7 +29,7 @@ struct Status: AsyncParsableCommand {
                 + pad("\(s.messagesSent)", 10) + pad("\(s.retries)", 9) + peers.joined(separator: ", "))
         }
         print("")
-        print("rm         address          state  prepared  committed  aborted  locks  stale-epoch-refusals  conflicting  syncs  messages")
+        print("rm         address          state  prepared  committed  aborted  locks  stale-epoch-refusals  conflicting  syncs  messages  lock-waits (longest)")
         for rm in config.rms {
             guard let s = try? await connections.resourceManager(rm.address).status(Dtc_V1_RMStatusRequest(), options: options) else {
                 print(pad(rm.name, 11) + pad(rm.address, 17) + "down")
@@ -37,7 +37,8 @@ struct Status: AsyncParsableCommand {
             }
             print(pad(rm.name, 11) + pad(rm.address, 17) + pad("up", 7) + pad("\(s.prepared)", 10) + pad("\(s.committed)", 11)
                 + pad("\(s.aborted)", 9) + pad("\(s.locksHeld)", 7) + pad("\(s.staleEpochRefusals)", 22)
-                + pad("\(s.conflictingDecisions)", 13) + pad("\(s.logSyncs)", 7) + "\(s.messagesSent)")
+                + pad("\(s.conflictingDecisions)", 13) + pad("\(s.logSyncs)", 7) + pad("\(s.messagesSent)", 10)
+                + "\(s.lockWaits) (\(s.lockWaitLongestMs) ms)")
         }
     }
 

@@ -179,6 +179,7 @@ import Testing
         let durable = rm.decisionDurable(TxnID("young"), now: 3)
         #expect(durable.reads == [TxnID("old"): try stockLogic.keys(for: old.branch).sorted()])
         #expect(rm.locks.holder(of: "stock/apple") == TxnID("old"))
+        #expect(rm.counters.lockWaits == 1 && rm.counters.lockWaitLongestMs == 2, "waited from 1 to the grant at 3")
     }
 
     @Test func aYoungerRequesterVotesNoAtOnce() throws {
@@ -200,6 +201,7 @@ import Testing
         let out = rm.tick(now: 100 + rm.limits.lockWaitTimeout)
         #expect(out.votes == [VoteReply(txnID: TxnID("old"), vote: .no(reason: AbortReason(.contention, "lock wait timeout")))])
         #expect(rm.locks.waiterCount == 0)
+        #expect(rm.counters.lockWaits == 1 && rm.counters.lockWaitLongestMs == rm.limits.lockWaitTimeout, "the wait is counted, and how long it was")
 
         // When the holder finishes, the timed-out txn is not woken up to read.
         _ = rm.decide(decisionMessage("young", .abort), now: 700)

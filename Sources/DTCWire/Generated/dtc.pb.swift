@@ -1051,6 +1051,12 @@ public nonisolated struct Dtc_V1_RMStatusResponse: Sendable {
   /// gRPC messages this participant has sent (requests and responses; a batch is one message).
   public var messagesSent: UInt64 = 0
 
+  /// Txns that waited for a lock, and the longest such wait in milliseconds (a wait ends with
+  /// the grant or, at the cluster's lockWaitTimeoutMs, with a NO).
+  public var lockWaits: UInt64 = 0
+
+  public var lockWaitLongestMs: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2763,7 +2769,7 @@ nonisolated extension Dtc_V1_RMStatusRequest: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Dtc_V1_RMStatusResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RMStatusResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}service\0\u{1}prepared\0\u{1}committed\0\u{1}aborted\0\u{3}locks_held\0\u{3}stale_epoch_refusals\0\u{3}log_syncs\0\u{3}conflicting_decisions\0\u{1}active\0\u{3}cached_finished\0\u{3}ledger_lookups\0\u{1}refused\0\u{3}messages_sent\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}service\0\u{1}prepared\0\u{1}committed\0\u{1}aborted\0\u{3}locks_held\0\u{3}stale_epoch_refusals\0\u{3}log_syncs\0\u{3}conflicting_decisions\0\u{1}active\0\u{3}cached_finished\0\u{3}ledger_lookups\0\u{1}refused\0\u{3}messages_sent\0\u{3}lock_waits\0\u{3}lock_wait_longest_ms\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2784,6 +2790,8 @@ nonisolated extension Dtc_V1_RMStatusResponse: SwiftProtobuf.Message, SwiftProto
       case 11: try { try decoder.decodeSingularUInt64Field(value: &self.ledgerLookups) }()
       case 12: try { try decoder.decodeSingularUInt64Field(value: &self.refused) }()
       case 13: try { try decoder.decodeSingularUInt64Field(value: &self.messagesSent) }()
+      case 14: try { try decoder.decodeSingularUInt64Field(value: &self.lockWaits) }()
+      case 15: try { try decoder.decodeSingularUInt64Field(value: &self.lockWaitLongestMs) }()
       default: break
       }
     }
@@ -2829,6 +2837,12 @@ nonisolated extension Dtc_V1_RMStatusResponse: SwiftProtobuf.Message, SwiftProto
     if self.messagesSent != 0 {
       try visitor.visitSingularUInt64Field(value: self.messagesSent, fieldNumber: 13)
     }
+    if self.lockWaits != 0 {
+      try visitor.visitSingularUInt64Field(value: self.lockWaits, fieldNumber: 14)
+    }
+    if self.lockWaitLongestMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.lockWaitLongestMs, fieldNumber: 15)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2846,6 +2860,8 @@ nonisolated extension Dtc_V1_RMStatusResponse: SwiftProtobuf.Message, SwiftProto
     if lhs.ledgerLookups != rhs.ledgerLookups {return false}
     if lhs.refused != rhs.refused {return false}
     if lhs.messagesSent != rhs.messagesSent {return false}
+    if lhs.lockWaits != rhs.lockWaits {return false}
+    if lhs.lockWaitLongestMs != rhs.lockWaitLongestMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
