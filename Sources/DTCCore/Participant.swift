@@ -74,14 +74,15 @@ public enum ParticipantRecord: Hashable, Sendable {
     case prepared(PreparedTxn)
     /// `participants`: every participant of the txn, or none where this one never learned
     /// them (a tombstone). `attempt`: the attempt committed; for an abort, the last attempt it
-    /// covers (`Attempt.max`: the txn's final ABORT, which covers every attempt).
-    case committed(txnID: TxnID, attempt: Attempt, writes: [Write], epoch: Epoch, seenEpoch: Epoch, participants: [String])
+    /// covers (`Attempt.max`: the txn's final ABORT, which covers every attempt). `keys`: the
+    /// keys the committed txn locked here, for the ledger (the precedence graph's edges).
+    case committed(txnID: TxnID, attempt: Attempt, writes: [Write], epoch: Epoch, seenEpoch: Epoch, participants: [String], keys: [String])
     case aborted(txnID: TxnID, attempt: Attempt, epoch: Epoch, seenEpoch: Epoch, participants: [String])
 
     public var txnID: TxnID {
         switch self {
         case .prepared(let txn): txn.txnID
-        case .committed(let id, _, _, _, _, _), .aborted(let id, _, _, _, _): id
+        case .committed(let id, _, _, _, _, _, _), .aborted(let id, _, _, _, _): id
         }
     }
 }
@@ -401,7 +402,7 @@ public struct ParticipantMachine: Sendable {
         for record in records {
             switch record {
             case .prepared(let prepared): output.merge(preparedDurable(prepared.txnID, now: now))
-            case .committed(let id, _, _, _, _, _), .aborted(let id, _, _, _, _): output.merge(decisionDurable(id, now: now))
+            case .committed(let id, _, _, _, _, _, _), .aborted(let id, _, _, _, _): output.merge(decisionDurable(id, now: now))
             }
         }
         return output
@@ -625,7 +626,9 @@ public struct ParticipantMachine: Sendable {
         let participants = prepared?.participants ?? []
         output.recordsToPersist = [
             outcome == .commit
-                ? .committed(txnID: id, attempt: attempt, writes: prepared?.writes ?? [], epoch: epoch, seenEpoch: seen, participants: participants)
+                ? .committed(
+                    txnID: id, attempt: attempt, writes: prepared?.writes ?? [], epoch: epoch, seenEpoch: seen, participants: participants,
+                    keys: prepared?.keys ?? [])
                 : .aborted(txnID: id, attempt: attempt, epoch: epoch, seenEpoch: seen, participants: participants)
         ]
         return output

@@ -32,6 +32,13 @@ public struct PlanRefusal: Error, Hashable, Sendable, ExpressibleByStringLiteral
 /// `attempt` is the attempt committed or, for an abort, the last attempt rolled back
 /// (`Attempt.max` for the txn's final ABORT). A rollback of one attempt is followed by the next
 /// attempt's entry, which replaces it: `applications` counts decisions of the entry's attempt.
+///
+/// `sequence` is the entry's place in the order in which this participant applied decisions
+/// (strictly increasing per participant, across restarts; 0 = unknown: an entry of format 2, or
+/// of a participant that keeps no order, such as dtc-pg). `keys` are the keys the txn locked
+/// here (a commit's; empty for aborts and tombstones). Together they give, per key, the order in
+/// which committed txns held its lock: the precedence graph that proves the committed txns
+/// serializable (`Serializability`).
 public struct LedgerEntry: Hashable, Sendable {
     public var outcome: Outcome
     public var attempt: Attempt
@@ -39,15 +46,17 @@ public struct LedgerEntry: Hashable, Sendable {
     public var seenEpoch: Epoch
     public var applications: UInt32
     public var participants: [String]
+    public var sequence: UInt64
+    public var keys: [String]
 
-    /// The first byte of every entry. Version 3 added the attempt; version 2 is read as the
-    /// first attempt's commit or a final abort; any other is refused. (Version 1, 0x4c, had no
-    /// participants.)
+    /// The first byte of every entry. Version 3 added the attempt, the sequence and the keys;
+    /// version 2 is read as the first attempt's commit or a final abort, with sequence 0 and no
+    /// keys; any other is refused. (Version 1, 0x4c, had no participants.)
     public static let formatVersion: UInt8 = 3
 
     public init(
         outcome: Outcome, attempt: Attempt? = nil, epoch: Epoch, seenEpoch: Epoch = .zero, applications: UInt32 = 1,
-        participants: [String] = []
+        participants: [String] = [], sequence: UInt64 = 0, keys: [String] = []
     ) {
         self.outcome = outcome
         self.attempt = attempt ?? (outcome == .commit ? 0 : .max)
@@ -55,6 +64,8 @@ public struct LedgerEntry: Hashable, Sendable {
         self.seenEpoch = seenEpoch
         self.applications = applications
         self.participants = participants
+        self.sequence = sequence
+        self.keys = keys
     }
 
     public var isFromStaleEpoch: Bool { epoch < seenEpoch }
@@ -72,6 +83,8 @@ public struct LedgerEntry: Hashable, Sendable {
         writer.write(seenEpoch)
         writer.write(applications)
         writer.write(strings: participants)
+        writer.write(sequence)
+        writer.write(strings: keys)
         return writer.bytes
     }
 
@@ -88,6 +101,8 @@ public struct LedgerEntry: Hashable, Sendable {
         seenEpoch = try reader.readEpoch()
         applications = try reader.readUInt32()
         participants = try reader.readStrings()
+        sequence = version >= 3 ? try reader.readUInt64() : 0
+        keys = version >= 3 ? try reader.readStrings() : []
         guard reader.isAtEnd else { throw .trailingBytes(at: reader.offset) }
     }
 }

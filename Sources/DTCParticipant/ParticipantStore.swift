@@ -3,8 +3,9 @@ import DTCStorage
 
 /// A participant's durable state in one LMDB environment, in four databases: `state` (the
 /// committed values its logic reads and writes), `ledger` (how each txn ended: txn ID →
-/// `LedgerEntry`), `prepared` (txn ID → `PreparedTxn`) and `meta` (format version, seeding).
-/// Every write goes through one group committer: many records, one transaction, one fsync.
+/// `LedgerEntry`), `prepared` (txn ID → `PreparedTxn`) and `meta` (format version, seeding,
+/// the ledger's last sequence). Every write goes through one group committer: many records, one
+/// transaction, one fsync.
 public final class ParticipantStore: Sendable {
     /// Version 2: separate state, ledger and prepared databases, opaque values.
     public static let formatVersion: UInt32 = 2
@@ -51,25 +52,39 @@ public final class ParticipantStore: Sendable {
 
     /// Queues the records' writes for the next group commit; `onDurable` runs after the fsync.
     func persist(_ records: [ParticipantRecord], onDurable: @escaping @Sendable (Result<Void, any Error>) -> Void) {
-        let (state, ledger, prepared) = (state, ledger, prepared)
+        let databases = Databases(state: state, ledger: ledger, prepared: prepared, meta: meta)
         committer.enqueue({ txn in
-            for record in records { try Self.write(record, into: txn, state: state, ledger: ledger, prepared: prepared) }
+            for record in records { try Self.write(record, into: txn, databases) }
         }, onDurable: onDurable)
     }
 
-    private static func write(_ record: ParticipantRecord, into txn: WriteTransaction, state: Database, ledger: Database, prepared: Database) throws {
+    /// The databases a record's write touches, handed to the writer thread's closure.
+    private struct Databases: Sendable {
+        let state: Database
+        let ledger: Database
+        let prepared: Database
+        let meta: Database
+    }
+
+    private static func write(_ record: ParticipantRecord, into txn: WriteTransaction, _ databases: Databases) throws {
         switch record {
         case .prepared(let txnState):
-            try txn.put(prepared, txnState.txnID.rawValue, txnState.encoded())
-        case .committed(let txnID, let attempt, let writes, let epoch, let seen, let participants):
+            try txn.put(databases.prepared, txnState.txnID.rawValue, txnState.encoded())
+        case .committed(let txnID, let attempt, let writes, let epoch, let seen, let participants, let keys):
             for write in writes {
-                if let value = write.value { try txn.put(state, write.key, value) } else { try txn.delete(state, Array(write.key.utf8)) }
+                if let value = write.value {
+                    try txn.put(databases.state, write.key, value)
+                } else {
+                    try txn.delete(databases.state, Array(write.key.utf8))
+                }
             }
-            try txn.delete(prepared, Array(txnID.rawValue.utf8))
-            try writeLedger(txnID, .commit, attempt, epoch: epoch, seen: seen, participants: participants, into: txn, ledger)
+            try txn.delete(databases.prepared, Array(txnID.rawValue.utf8))
+            let decision = LedgerEntry(outcome: .commit, attempt: attempt, epoch: epoch, seenEpoch: seen, participants: participants, keys: keys)
+            try writeLedger(txnID, decision, into: txn, databases)
         case .aborted(let txnID, let attempt, let epoch, let seen, let participants):
-            try txn.delete(prepared, Array(txnID.rawValue.utf8))
-            try writeLedger(txnID, .abort, attempt, epoch: epoch, seen: seen, participants: participants, into: txn, ledger)
+            try txn.delete(databases.prepared, Array(txnID.rawValue.utf8))
+            let decision = LedgerEntry(outcome: .abort, attempt: attempt, epoch: epoch, seenEpoch: seen, participants: participants)
+            try writeLedger(txnID, decision, into: txn, databases)
         }
     }
 
@@ -77,16 +92,43 @@ public final class ParticipantStore: Sendable {
     /// decision applied twice (after a restart, a duplicate, a bug) shows in the ledger. The
     /// rollback of one attempt is replaced by the next attempt's entry; applications count the
     /// decisions of one attempt.
-    private static func writeLedger(
-        _ txnID: TxnID, _ outcome: Outcome, _ attempt: Attempt, epoch: Epoch, seen: Epoch, participants: [String], into txn: WriteTransaction,
-        _ ledger: Database
-    ) throws {
-        let previous = try txn.get(ledger, txnID.rawValue).map { try LedgerEntry(decoding: $0) }
-        let sameDecision = previous.map { $0.attempt == attempt && $0.outcome == outcome } ?? false
-        let entry = LedgerEntry(
-            outcome: outcome, attempt: attempt, epoch: epoch, seenEpoch: seen, applications: sameDecision ? previous!.applications + 1 : 1,
-            participants: participants.isEmpty ? previous?.participants ?? [] : participants)
-        try txn.put(ledger, txnID.rawValue, entry.encoded())
+    ///
+    /// A new decision takes the next ledger sequence. A repeated one keeps the sequence (and
+    /// keys) of its first application: that is when its writes were applied and its locks
+    /// released, and `applications` already shows the repeat.
+    private static func writeLedger(_ txnID: TxnID, _ decision: LedgerEntry, into txn: WriteTransaction, _ databases: Databases) throws {
+        let previous = try txn.get(databases.ledger, txnID.rawValue).map { try LedgerEntry(decoding: $0) }
+        var entry = decision
+        if let previous, previous.attempt == decision.attempt, previous.outcome == decision.outcome {
+            entry.applications = previous.applications + 1
+            entry.sequence = previous.sequence
+            if entry.keys.isEmpty { entry.keys = previous.keys }
+        } else {
+            entry.sequence = try nextLedgerSequence(in: txn, databases.meta)
+        }
+        if entry.participants.isEmpty { entry.participants = previous?.participants ?? [] }
+        try txn.put(databases.ledger, txnID.rawValue, entry.encoded())
+    }
+
+    /// The key in `meta` of the last ledger sequence assigned (uint64, big-endian).
+    static let ledgerSequenceKey = "ledger-sequence"
+
+    /// Takes the next ledger sequence from the counter in `meta`, inside the write transaction
+    /// of the ledger entry that gets it: the counter is durable exactly when that entry is, so a
+    /// restart never hands out a sequence twice, and costs no scan of the ledger (which is keyed
+    /// by txn ID, not by sequence). A store without the counter (new, or written before entries
+    /// had sequences) starts at 1; its older entries read as sequence 0.
+    private static func nextLedgerSequence(in txn: WriteTransaction, _ meta: Database) throws -> UInt64 {
+        var last: UInt64 = 0
+        if let bytes = try txn.get(meta, ledgerSequenceKey) {
+            var reader = ByteReader(bytes)
+            last = try reader.readUInt64()
+            guard reader.isAtEnd else { throw RecordDecodingError.trailingBytes(at: reader.offset) }
+        }
+        var writer = ByteWriter()
+        writer.write(last + 1)
+        try txn.put(meta, ledgerSequenceKey, writer.bytes)
+        return last + 1
     }
 
     func database(_ space: ScanSpace) -> Database {

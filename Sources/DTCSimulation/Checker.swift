@@ -66,7 +66,7 @@ struct Checker {
             switch record {
             case .prepared(let prepared):
                 preparedAt[prepared.txnID, default: []].insert(rm)
-            case .committed(let txnID, _, _, _, _, _):
+            case .committed(let txnID, _, _, _, _, _, _):
                 commits[txnID, default: [:]][rm, default: 0] += 1
                 if commits[txnID]![rm]! > 1 { fail("exactly once: \(txnID) committed twice at \(simulation.rmNames[rm])") }
                 apply(txnID, .commit, at: rm, named: simulation.rmNames[rm])
@@ -198,7 +198,7 @@ struct Checker {
         let seen = epochSeen[rm]?[message.txnID] ?? .zero
         let accepted = output.recordsToPersist.contains { record in
             switch record {
-            case .committed(let txnID, _, _, _, _, _), .aborted(let txnID, _, _, _, _): txnID == message.txnID
+            case .committed(let txnID, _, _, _, _, _, _), .aborted(let txnID, _, _, _, _): txnID == message.txnID
             case .prepared: false
             }
         }
@@ -250,7 +250,8 @@ struct Checker {
     }
 
     /// When the run ends (faults long stopped): every txn a client was told has that outcome at
-    /// every RM of its branches, and no RM holds a prepared txn.
+    /// every RM of its branches, no RM holds a prepared txn, and the committed txns are
+    /// serializable by the RMs' ledgers.
     mutating func checkEnd(_ simulation: Simulation) {
         for (txnID, status) in told.sorted(by: { $0.key < $1.key }) {
             let outcome: Outcome = status == .committed ? .commit : .abort
@@ -265,6 +266,20 @@ struct Checker {
         }
         if !simulation.clients.allSatisfy(\.isFinished) {
             fail("liveness: a client never got an answer after faults stopped")
+        }
+        checkSerializable(simulation)
+    }
+
+    /// The precedence graph of the committed txns, from each RM's ledger as `dtc verify` reads
+    /// the library's: every entry the simulated RMs write has its sequence, so none is left out.
+    private mutating func checkSerializable(_ simulation: Simulation) {
+        let ledgers = Dictionary(uniqueKeysWithValues: simulation.rms.map { ($0.name, $0.ledger) })
+        let verdict = Serializability.check(ledgers: ledgers)
+        if let cycle = verdict.cycleDescription {
+            fail("serializability: the committed txns' precedence graph has a cycle: \(cycle)")
+        }
+        if verdict.unorderedEntries > 0 {
+            fail("serializability: \(verdict.unorderedEntries) committed ledger entries have no apply order")
         }
     }
 }

@@ -18,6 +18,9 @@ struct SimRM {
     private(set) var committedState: [String: [UInt8]]
     /// How each txn ended, from synced decisions, as the library's ledger database.
     private(set) var ledger: [TxnID: LedgerEntry] = [:]
+    /// The last ledger sequence assigned: as the library's counter, which is durable with the
+    /// entry that takes it, it survives a crash as the ledger does.
+    private(set) var lastLedgerSequence: UInt64 = 0
 
     init(index: Int, name: String) {
         self.index = index
@@ -34,20 +37,30 @@ struct SimRM {
             switch record {
             case .prepared:
                 continue
-            case .committed(let txnID, let attempt, let writes, let epoch, let seen, _):
+            case .committed(let txnID, let attempt, let writes, let epoch, let seen, _, let keys):
                 for write in writes { committedState[write.key] = write.value }
-                recordLedger(txnID, .commit, attempt, epoch, seen)
+                recordLedger(txnID, LedgerEntry(outcome: .commit, attempt: attempt, epoch: epoch, seenEpoch: seen, keys: keys))
             case .aborted(let txnID, let attempt, let epoch, let seen, _):
-                recordLedger(txnID, .abort, attempt, epoch, seen)
+                recordLedger(txnID, LedgerEntry(outcome: .abort, attempt: attempt, epoch: epoch, seenEpoch: seen))
             }
         }
         return synced
     }
 
-    /// `applications` counts the decisions written for the entry's attempt.
-    private mutating func recordLedger(_ txnID: TxnID, _ outcome: Outcome, _ attempt: Attempt, _ epoch: Epoch, _ seen: Epoch) {
-        let earlier = ledger[txnID].flatMap { $0.attempt == attempt && $0.outcome == outcome ? $0.applications : nil } ?? 0
-        ledger[txnID] = LedgerEntry(outcome: outcome, attempt: attempt, epoch: epoch, seenEpoch: seen, applications: earlier + 1)
+    /// As the library's store: `applications` counts the decisions written for the entry's
+    /// attempt; a new decision takes the next sequence, a repeated one keeps its first
+    /// application's sequence and keys.
+    private mutating func recordLedger(_ txnID: TxnID, _ decision: LedgerEntry) {
+        var entry = decision
+        if let earlier = ledger[txnID], earlier.attempt == decision.attempt, earlier.outcome == decision.outcome {
+            entry.applications = earlier.applications + 1
+            entry.sequence = earlier.sequence
+            if entry.keys.isEmpty { entry.keys = earlier.keys }
+        } else {
+            lastLedgerSequence += 1
+            entry.sequence = lastLedgerSequence
+        }
+        ledger[txnID] = entry
     }
 
     /// The service an RM runs, from its name: "inventory-2" is a second inventory.
@@ -67,7 +80,7 @@ struct SimRM {
         for record in disk.synced {
             switch record {
             case .prepared(let txn): prepared[txn.txnID] = txn
-            case .committed(let txnID, _, _, _, _, _), .aborted(let txnID, _, _, _, _): prepared[txnID] = nil
+            case .committed(let txnID, _, _, _, _, _, _), .aborted(let txnID, _, _, _, _): prepared[txnID] = nil
             }
         }
         return prepared.values.sorted { $0.txnID < $1.txnID }

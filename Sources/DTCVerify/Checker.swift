@@ -11,6 +11,7 @@ public enum ViolationKind: String, Hashable, Sendable, CaseIterable, Comparable 
     case toldContradiction = "no txn was told committed on one attempt and aborted on another"
     case appliedTwice = "no decision was applied twice at an RM"
     case staleEpoch = "no RM applied a decision from an epoch lower than one it had seen"
+    case notSerializable = "committed txns are serializable (the precedence graph from the participants' ledgers is acyclic)"
     case leftPrepared = "no RM holds a prepared txn once quiet"
     case abortedWithEffects = "every aborted txn has no effect"
     case stockNotConserved = "stock + reserved = initial stock per SKU"
@@ -92,6 +93,7 @@ public enum Checker {
         var report = VerificationReport()
         checkAtomicity(snapshot, into: &report)
         checkLedgerEntries(snapshot, into: &report)
+        checkSerializable(snapshot, into: &report)
         let prepared = snapshot.prepared.flatMap { rm, ids in ids.sorted().map { "\(rm): \($0) still prepared" } }.sorted()
         report.add(.leftPrepared, "\(prepared.count) prepared\(quiet ? "" : ", the cluster did not become quiet in time")",
                    prepared + (quiet ? [] : ["the cluster did not become quiet in time"]))
@@ -266,6 +268,32 @@ public enum Checker {
         }
         report.add(.appliedTwice, "\(entries) ledger entries", twice)
         report.add(.staleEpoch, "\(entries) ledger entries", stale)
+    }
+
+    /// Isolation, from the order in which each participant applied its commits and the keys
+    /// each locked (`Serializability`). Entries without that order (written before ledgers
+    /// kept it, or by a participant that keeps none, such as dtc-pg) are left out and counted.
+    static func checkSerializable(_ snapshot: ClusterSnapshot, into report: inout VerificationReport) {
+        let ledgers = snapshot.ledgers.mapValues { ledger in
+            Dictionary(uniqueKeysWithValues: ledger.map { (TxnID($0.key), $0.value) })
+        }
+        let verdict = Serializability.check(ledgers: ledgers)
+        var counts = "\(grouped(verdict.txns)) committed txns, \(grouped(verdict.edges)) edges, \(verdict.isAcyclic ? "acyclic" : "a cycle")"
+        if verdict.unorderedEntries > 0 {
+            counts += "; \(grouped(verdict.unorderedEntries)) committed entries without an apply order left out"
+        }
+        let problems = verdict.cycleDescription.map { ["cycle of \(verdict.cycle!.count) txns: \($0)"] } ?? []
+        report.add(.notSerializable, counts, problems)
+    }
+
+    /// 12345 → "12,345".
+    static func grouped(_ number: Int) -> String {
+        let digits = String(number.magnitude)
+        let groups = stride(from: digits.count, to: 0, by: -3).reversed().map { end in
+            let start = max(end - 3, 0)
+            return digits.dropFirst(start).prefix(end - start)
+        }
+        return (number < 0 ? "-" : "") + groups.joined(separator: ",")
     }
 
     static func checkAborted(_ snapshot: ClusterSnapshot, into report: inout VerificationReport) {

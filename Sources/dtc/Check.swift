@@ -9,8 +9,9 @@ import DTCVerify
 import GRPCCore
 import Foundation
 
-/// Reads every RM at committed state and checks the business invariants and the atomicity of
-/// every txn across RMs; with a history, also that what clients were told holds.
+/// Reads every RM at committed state and checks the business invariants, the atomicity of
+/// every txn across RMs and that the committed txns are serializable (from the ledgers' apply
+/// order and locked keys); with a history, also that what clients were told holds.
 struct Check: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Verifies the invariants across all RMs; exit 1 on any violation.")
 

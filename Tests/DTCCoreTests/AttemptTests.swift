@@ -137,11 +137,12 @@ import Testing
         #expect(rm.recordsDurable([.prepared(prepared)], now: 9).votes == [VoteReply(txnID: t1, vote: .yes, attempt: 1)])
         let commit = rm.decide(decisionMessage("t1", .commit), now: 10)
         #expect(commit.recordsToPersist.count == 1)
-        guard case .committed(_, let committedAttempt, _, _, _, _) = try #require(commit.recordsToPersist.first) else {
+        guard case .committed(_, let committedAttempt, _, _, _, _, let keys) = try #require(commit.recordsToPersist.first) else {
             Issue.record("expected a commit record")
             return
         }
         #expect(committedAttempt == 1)
+        #expect(keys == prepared.keys, "the commit record carries the keys the attempt locked, for the ledger")
     }
 
     @Test func aLatePrepareOfTheRolledBackAttemptIsRefused() throws {

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 
 @testable import DTCCore
@@ -46,7 +47,7 @@ import Testing
         let prepared = try rm.prepared(prepareMessage("t1", stamp: 10))
 
         let commit = rm.decide(decisionMessage("t1", .commit), now: 5)
-        #expect(commit.recordsToPersist == [.committed(txnID: t1, attempt: 0, writes: prepared.writes, epoch: epoch1, seenEpoch: epoch1, participants: [RM.inventory, RM.accounts])])
+        #expect(commit.recordsToPersist == [.committed(txnID: t1, attempt: 0, writes: prepared.writes, epoch: epoch1, seenEpoch: epoch1, participants: [RM.inventory, RM.accounts], keys: ["resv/o1", "stock/apple"])])
         #expect(commit.acks.isEmpty, "no ack before the commit is durable")
         #expect(rm.decide(decisionMessage("t1", .commit), now: 6) == ParticipantOutput(), "a repeat while applying waits")
         #expect(rm.locks.lockCount == 2, "locks are held until the commit is durable")
@@ -120,7 +121,7 @@ import Testing
         let epoch3 = Epoch(counter: 3, node: 1)
         let prepared = try rm.prepared(prepareMessage("t1", stamp: 10, epoch: epoch1))
         let takeover = rm.decide(decisionMessage("t1", .commit, epoch: epoch3), now: 5)
-        #expect(takeover.recordsToPersist == [.committed(txnID: t1, attempt: 0, writes: prepared.writes, epoch: epoch3, seenEpoch: epoch1, participants: prepared.participants)])
+        #expect(takeover.recordsToPersist == [.committed(txnID: t1, attempt: 0, writes: prepared.writes, epoch: epoch3, seenEpoch: epoch1, participants: prepared.participants, keys: prepared.keys)])
     }
 
     @Test func anRMThatIgnoresEpochsLeavesTheStaleDecisionVisibleInItsLedger() throws {
@@ -129,17 +130,24 @@ import Testing
         let epoch2 = Epoch(counter: 2, node: 2)
         let prepared = try rm.prepared(prepareMessage("t1", stamp: 10, epoch: epoch2))
         let stale = rm.decide(decisionMessage("t1", .commit, epoch: epoch1), now: 5)
-        #expect(stale.recordsToPersist == [.committed(txnID: t1, attempt: 0, writes: prepared.writes, epoch: epoch1, seenEpoch: epoch2, participants: prepared.participants)])
+        #expect(stale.recordsToPersist == [.committed(txnID: t1, attempt: 0, writes: prepared.writes, epoch: epoch1, seenEpoch: epoch2, participants: prepared.participants, keys: prepared.keys)])
         #expect(LedgerEntry(outcome: .commit, epoch: epoch1, seenEpoch: epoch2).isFromStaleEpoch)
     }
 
     @Test func aLedgerEntryRoundTripsAndGarbageIsRefused() throws {
-        let entry = LedgerEntry(outcome: .abort, epoch: Epoch(counter: 7, node: 3), seenEpoch: epoch1, applications: 2)
+        let abort = LedgerEntry(outcome: .abort, epoch: Epoch(counter: 7, node: 3), seenEpoch: epoch1, applications: 2, sequence: 9)
+        #expect(try LedgerEntry(decoding: abort.encoded()) == abort)
+        let entry = LedgerEntry(
+            outcome: .commit, attempt: 2, epoch: Epoch(counter: 7, node: 3), seenEpoch: epoch1, participants: ["inventory", "accounts"],
+            sequence: 0x0102_0304_0506_0708, keys: ["stock/apple", "resv/o1"])
         let bytes = entry.encoded()
         #expect(try LedgerEntry(decoding: bytes) == entry)
         for length in 0..<bytes.count {
             #expect(throws: RecordDecodingError.self, "prefix of \(length) bytes") { try LedgerEntry(decoding: Array(bytes.prefix(length))) }
         }
+        var keyCount = bytes
+        keyCount[bytes.count - 4 - 11 - 4 - 7 - 4 + 3] = 3  // the key count's low byte: three keys, two present
+        #expect(throws: RecordDecodingError.truncated(at: bytes.count)) { try LedgerEntry(decoding: keyCount) }
         #expect(throws: RecordDecodingError.trailingBytes(at: bytes.count)) { try LedgerEntry(decoding: bytes + [0]) }
         #expect(throws: RecordDecodingError.unsupportedVersion(found: 1, expected: LedgerEntry.formatVersion)) {
             try LedgerEntry(decoding: [1] + Array(bytes.dropFirst()))
@@ -147,6 +155,25 @@ import Testing
         var badOutcome = bytes
         badOutcome[1] = 9
         #expect(throws: RecordDecodingError.badTag(9, at: 1)) { try LedgerEntry(decoding: badOutcome) }
+    }
+
+    /// The two examples of docs/participant-protocol.md ("Ledger"), byte for byte: the document
+    /// is what other participants implement.
+    @Test func theLedgerExamplesOfTheProtocolDocumentAreWhatTheCodecWrites() throws {
+        let commit = LedgerEntry(
+            outcome: .commit, attempt: 0, epoch: Epoch(counter: 3, node: 1), seenEpoch: Epoch(counter: 3, node: 1),
+            participants: ["tickets", "accounts"], sequence: 42, keys: ["booking/b1", "event/concert"])
+        let tombstone = LedgerEntry(outcome: .abort, epoch: Epoch(counter: 5, node: 2), sequence: 43)
+        let examples = [
+            "03 01 00000000 0000000000000003 00000001 0000000000000003 00000001 00000001 00000002 00000007 7469636b657473 00000008 6163636f756e7473 000000000000002a 00000002 0000000a 626f6f6b696e672f6231 0000000d 6576656e742f636f6e63657274",
+            "03 02 ffffffff 0000000000000005 00000002 0000000000000000 00000000 00000001 00000000 000000000000002b 00000000",
+        ]
+        let hex = { (bytes: [UInt8]) in bytes.map { String(format: "%02x", $0) }.joined() }
+        #expect(hex(commit.encoded()) == examples[0].filter { $0 != " " })
+        #expect(hex(tombstone.encoded()) == examples[1].filter { $0 != " " })
+        let repository = PurityTests.coreSources.deletingLastPathComponent().deletingLastPathComponent()
+        let document = try String(contentsOf: repository.appendingPathComponent("docs/participant-protocol.md"), encoding: .utf8)
+        for example in examples { #expect(document.contains(example), "the document shows \(example.prefix(20))…") }
     }
 
     @Test func aRollbackAfterACommitIsRefusedAndCounted() throws {
@@ -227,7 +254,7 @@ import Testing
         #expect(repeated.recordsToPersist.isEmpty, "a finished txn is not applied twice")
 
         #expect(rm.decide(decisionMessage("t1", .commit), now: 3).recordsToPersist
-            == [.committed(txnID: t1, attempt: 0, writes: prepared.writes, epoch: epoch1, seenEpoch: epoch1, participants: prepared.participants)])
+            == [.committed(txnID: t1, attempt: 0, writes: prepared.writes, epoch: epoch1, seenEpoch: epoch1, participants: prepared.participants, keys: prepared.keys)])
     }
 
     @Test func aTxnPreparedTooLongAsksForItsOutcomeEveryInquiryPeriod() throws {

@@ -125,6 +125,51 @@ import Testing
         #expect(report.findings.first { $0.kind == .staleEpoch }!.problems == ["orders: t2 abort at epoch 1.1 after it had seen epoch 2.3"])
     }
 
+    @Test func aCycleAcrossTwoParticipantsIsASerializabilityViolationNamingBothTxns() {
+        // T1 held a before T2 at inventory; T2 held b before T1 at accounts: no serial order fits.
+        let snapshot = ledgers([
+            "inventory": [("T1", 1, ["a"]), ("T2", 2, ["a"])],
+            "accounts": [("T2", 1, ["b"]), ("T1", 2, ["b"])],
+        ])
+        let report = Checker.checkState(snapshot, initial: nil, quiet: true)
+        #expect(report.violatedKinds == [.notSerializable], "\(report.lines)")
+        let finding = report.findings.first { $0.kind == .notSerializable }!
+        #expect(finding.problems == ["cycle of 2 txns: T1 → T2 (inventory: a) → T1 (accounts: b)"])
+        #expect(finding.counts == "2 committed txns, 2 edges, a cycle")
+        #expect(report.lines.contains("       e.g. cycle of 2 txns: T1 → T2 (inventory: a) → T1 (accounts: b)"))
+    }
+
+    @Test func committedTxnsOrderedAlikeOnEveryKeyAreSerializable() {
+        // a: T1, T2, T3; b: T1, T3 (T1 → T3); c: T2, T3 (T2 → T3 again); d: T3, T4.
+        let snapshot = ledgers([
+            "inventory": [("T1", 3, ["a", "b"]), ("T2", 4, ["a"]), ("T3", 8, ["a", "b"])],
+            "accounts": [("T2", 1, ["c"]), ("T3", 2, ["c", "d"]), ("T4", 3, ["d"])],
+        ])
+        let report = Checker.checkState(snapshot, initial: nil, quiet: true)
+        #expect(report.violations == 0, "\(report.lines)")
+        #expect(report.findings.first { $0.kind == .notSerializable }!.counts == "4 committed txns, 4 edges, acyclic")
+    }
+
+    @Test func entriesWithoutAnApplyOrderAreLeftOutOfTheGraphAndCounted() {
+        // T2's inventory entry has no order (a participant that keeps none): without it, the
+        // two participants' orders do not meet in a cycle.
+        var snapshot = ledgers([
+            "inventory": [("T1", 1, ["a"]), ("T2", 0, ["a"])],
+            "accounts": [("T2", 1, ["b"]), ("T1", 2, ["b"])],
+        ])
+        snapshot.ledgers["inventory"]!["T9"] = LedgerEntry(outcome: .abort, epoch: e1, seenEpoch: e1)
+        let report = Checker.checkState(snapshot, initial: nil, quiet: true)
+        #expect(report.violations == 0, "\(report.lines)")
+        #expect(report.findings.first { $0.kind == .notSerializable }!.counts
+            == "2 committed txns, 1 edges, acyclic; 1 committed entries without an apply order left out")
+        let clean = Scenario.clean().verify().findings.first { $0.kind == .notSerializable }!
+        #expect(clean.counts == "0 committed txns, 0 edges, acyclic; 6 committed entries without an apply order left out")
+    }
+
+    @Test func countsAreGroupedByThousands() {
+        #expect([0, 999, 1_000, 12_345, 1_234_567].map(Checker.grouped) == ["0", "999", "1,000", "12,345", "1,234,567"])
+    }
+
     @Test func malformedHistoryLinesAreReportedEachWithItsLineNumber() {
         var run = Scenario.clean()
         run.history += [
@@ -198,6 +243,22 @@ import Testing
 }
 
 let e1 = Epoch(counter: 1, node: 1)
+
+/// Ledgers alone, every entry a commit of a txn with a branch at every participant listed:
+/// per participant, (txn, sequence, keys locked).
+func ledgers(_ commits: [String: [(txn: String, sequence: UInt64, keys: [String])]]) -> ClusterSnapshot {
+    var snapshot = ClusterSnapshot()
+    let txns = Set(commits.values.flatMap { $0.map(\.txn) })
+    for txn in txns {
+        let participants = commits.keys.filter { rm in commits[rm]!.contains { $0.txn == txn } }.sorted()
+        for rm in participants {
+            let applied = commits[rm]!.first { $0.txn == txn }!
+            snapshot.ledgers[rm, default: [:]][txn] = LedgerEntry(
+                outcome: .commit, epoch: e1, seenEpoch: e1, participants: participants, sequence: applied.sequence, keys: applied.keys)
+        }
+    }
+    return snapshot
+}
 let order = HistoryEvent.Order(user: "user-0", sku: "sku-0", qty: 2, amount: 300)
 
 /// Two accounts participants, each seeded with two users of 1,000 cents; transfer x1 moved 100
