@@ -22,12 +22,12 @@ public struct Limits: Sendable, Equatable {
     public var lockWaitTimeout: UInt64 = 500
     /// Attempts a txn gets when participants refuse it for contention (wait-die, a lock wait
     /// timeout): each further attempt keeps the txn's start stamp. 1 turns retries off.
-    public var attemptsMax: UInt32 = 10
+    public var attemptsMax: UInt32 = 20
     /// Ticks from a txn's submit after which no further attempt starts.
     public var retryWindow: UInt64 = 3_000
     /// Pause before a further attempt: doubles per attempt up to `retryBackoffMax`.
     public var retryBackoffInitial: UInt64 = 2
-    public var retryBackoffMax: UInt64 = 100
+    public var retryBackoffMax: UInt64 = 200
 
     public init() {}
 

@@ -75,11 +75,11 @@ public struct ClusterConfig: Codable, Sendable {
     public var retries: Retries?
 
     public struct Retries: Codable, Sendable {
-        /// Attempts per txn, the first included (10 by default; 1 turns retries off).
+        /// Attempts per txn, the first included (20 by default; 1 turns retries off).
         public var attemptsMax: Int?
         /// No further attempt starts this long after the submit (3000 by default).
         public var windowMs: Int?
-        /// Pause before a further attempt, doubling per attempt (2 ms up to 100 ms by default).
+        /// Pause before a further attempt, doubling per attempt (2 ms up to 200 ms by default).
         public var backoffInitialMs: Int?
         public var backoffMaxMs: Int?
     }
