@@ -153,6 +153,9 @@ public struct TxnRow: Hashable, Sendable {
             decision = Decided(outcome: outcome, reason: try reader.readAbortReason(), epoch: try reader.readEpoch())
         }
         isEnded = try reader.readBool()
+        // Bytes after the END flag are damage, not a longer row: the fast path on stored
+        // bytes (`applying`) takes the last byte for the flag, so both must refuse them.
+        guard reader.isAtEnd else { throw .trailingBytes(at: reader.offset) }
     }
 }
 

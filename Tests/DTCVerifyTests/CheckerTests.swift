@@ -334,3 +334,26 @@ struct Scenario {
         Checker.verify(history: History(parsing: history.joined(separator: "\n")), snapshot: snapshot, initial: initial, quiet: quiet, checkedAt: 202)
     }
 }
+
+/// History files damaged line by line: every line is an event or a reported problem, never a
+/// crash.
+@Suite struct HistoryFuzzTests {
+    @Test func damagedHistoryLinesAreEventsOrReportedProblems() {
+        let lines = [
+            HistoryEvent.invoke("t1", attempt: 1, at: 100, HistoryEvent.Order(user: "u", sku: "s", qty: 1, amount: 2)).jsonLine,
+            HistoryEvent.invoke("x1", attempt: 2, at: 100, HistoryEvent.Transfer(from: "a", fromRM: "r1", to: "b", toRM: "r2", amount: 3)).jsonLine,
+            HistoryEvent(kind: .fail, txn: "t1", attempt: 1, time: 101, reason: "inventory voted NO: \"x\"").jsonLine,
+        ].map { Array($0.utf8) }
+        var rng = SplitMix64(seed: 21)
+        for _ in 0..<5_000 {
+            var bytes = lines[Int.random(in: 0..<lines.count, using: &rng)]
+            for _ in 0..<Int.random(in: 1...3, using: &rng) where !bytes.isEmpty {
+                let at = Int.random(in: 0..<bytes.count, using: &rng)
+                let byte = UInt8.random(in: 0...255, using: &rng)
+                if Bool.random(using: &rng) { bytes[at] = byte == 0x0A ? 0x20 : byte } else { bytes = Array(bytes.prefix(at)) }
+            }
+            let history = History(parsing: String(decoding: bytes, as: UTF8.self))
+            #expect(history.events.count + history.malformed.count <= 1)
+        }
+    }
+}
